@@ -1,0 +1,126 @@
+"""The Django admin, for administrators. Every change goes through the audited services."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from kb import services
+from kb.models import ApiToken, AuditEvent, Collection, Membership, Role, ServiceAccount
+from kb.principal import Principal
+
+
+def _actor(request: HttpRequest) -> Principal:
+    return Principal(user=request.user)  # type: ignore[arg-type]
+
+
+class MembershipInline(admin.TabularInline[Membership, Collection]):
+    model = Membership
+    extra = 0
+    fields = ("user", "group", "role")
+    readonly_fields = ("user", "group", "role")
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Collection)
+class CollectionAdmin(admin.ModelAdmin[Collection]):
+    list_display = ("slug", "name", "created_at")
+    search_fields = ("slug", "name")
+    inlines = [MembershipInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("slug",) if obj else ()
+
+    def save_model(self, request: HttpRequest, obj: Collection, form: Any, change: bool) -> None:
+        if change:
+            services.collection_update(
+                collection=obj, actor=_actor(request), name=obj.name, description=obj.description
+            )
+        else:
+            created, _ = services.collection_create(
+                slug=obj.slug, name=obj.name, description=obj.description, actor=_actor(request)
+            )
+            obj.pk = created.pk
+
+    def delete_model(self, request: HttpRequest, obj: Collection) -> None:
+        services.collection_delete(collection=obj, actor=_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
+        for collection in queryset:
+            self.delete_model(request, collection)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin[Membership]):
+    list_display = ("collection", "user", "group", "role")
+    list_filter = ("collection", "role")
+    autocomplete_fields = ("user",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("collection", "user", "group") if obj else ()
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        saved, _ = services.member_add(
+            collection=obj.collection,
+            role=Role(obj.role),
+            user=obj.user,
+            group=obj.group,
+            actor=_actor(request),
+        )
+        obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        services.member_remove(
+            collection=obj.collection, user=obj.user, group=obj.group, actor=_actor(request)
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        for membership in queryset:
+            self.delete_model(request, membership)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ("prefix", "name", "user", "scope", "expires_at", "revoked_at", "last_used_at")
+    list_filter = ("scope",)
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        for token in queryset:
+            services.token_revoke(token=token, actor=_actor(request))
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Needed for the revoke action; every field stays read-only.
+        return bool(request.user.is_superuser)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in ApiToken._meta.fields] + ["collections"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("seq", "created_at", "action", "outcome", "actor_name", "collections")
+    list_filter = ("action", "outcome", "actor_type")
+    search_fields = ("actor_name", "query", "collections")
+    date_hierarchy = "created_at"
+
+
+admin.site.register(ServiceAccount, ReadOnlyAdmin)
+admin.site.site_header = "kb administration"

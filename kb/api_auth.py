@@ -1,0 +1,45 @@
+"""How REST callers prove who they are: a bearer token, or the browser's session."""
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja.security import HttpBearer, SessionAuth
+
+from kb.audit import anonymous, audit_record
+from kb.models import Outcome
+from kb.principal import Principal
+from kb.services import token_authenticate
+
+
+class BearerTokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
+        found = token_authenticate(token, touch_seconds=settings.KB_TOKEN_TOUCH_SECONDS)
+        if found is None:
+            audit_record(
+                action="auth.token_failed",
+                actor=anonymous(),
+                outcome=Outcome.DENIED,
+                detail={"path": request.path},
+            )
+            return None
+        principal = Principal(user=found.user, token=found)
+        request.principal = principal  # type: ignore[attr-defined]
+        return principal
+
+
+class SessionPrincipalAuth(SessionAuth):
+    """The logged-in user (CSRF-checked, as for any form post)."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
+        user: Any = request.user
+        if user.is_authenticated and user.is_active:
+            principal = Principal(user=user)
+            request.principal = principal  # type: ignore[attr-defined]
+            return principal
+        return None
+
+
+def principal_of(request: HttpRequest) -> Principal:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    return principal

@@ -1,0 +1,269 @@
+"""The audit trail: append-only rows, each hash-chained to the one before.
+
+`audit_record` is called by the service that does the action, inside its transaction,
+so an action whose row cannot be written does not happen. `audit_verify` walks the
+chain from the last prune checkpoint and names the first row that does not fit.
+"""
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from kb import request_context
+from kb.models import AuditChainHead, AuditCheckpoint, AuditEvent, Outcome
+from kb.principal import Principal
+
+GENESIS = "0" * 64
+# Every column but `hash` goes into the hash; listing them keeps the format stable.
+HASHED_FIELDS = (
+    "seq",
+    "created_at",
+    "action",
+    "outcome",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "token_prefix",
+    "collections",
+    "client_ip",
+    "user_agent",
+    "request_id",
+    "latency_ms",
+    "query",
+    "chunk_ids",
+    "cited_chunk_ids",
+    "model",
+    "answer",
+    "detail",
+    "prev_hash",
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it, copied into the row as plain values."""
+
+    type: str
+    id: int | None
+    name: str
+    token_prefix: str = ""
+
+    @classmethod
+    def of(cls, principal: Principal) -> "Actor":
+        token = principal.token
+        return cls(
+            type=principal.actor_type,
+            id=principal.user.pk,
+            name=principal.user.get_username(),
+            token_prefix=token.prefix if token else "",
+        )
+
+
+SYSTEM = Actor(type="system", id=None, name="system")
+
+
+def anonymous(name: str = "") -> Actor:
+    return Actor(type="anonymous", id=None, name=name[:150])
+
+
+def _canonical(values: dict[str, Any]) -> bytes:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _row_values(event: AuditEvent) -> dict[str, Any]:
+    values = {name: getattr(event, name) for name in HASHED_FIELDS}
+    values["created_at"] = event.created_at.astimezone(UTC).isoformat()
+    return values
+
+
+def row_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(_canonical(_row_values(event))).hexdigest()
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: Actor | Principal,
+    outcome: str = Outcome.OK,
+    collections: Iterable[str] = (),
+    latency_ms: int | None = None,
+    query: str = "",
+    chunk_ids: Sequence[int] = (),
+    cited_chunk_ids: Sequence[int] = (),
+    model: str = "",
+    answer: str = "",
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one row. Raises if it cannot be written, which fails the caller's action."""
+    if isinstance(actor, Principal):
+        actor = Actor.of(actor)
+    info = request_context.current()
+    with transaction.atomic():
+        # Taking the head row's lock first serialises writers on PostgreSQL and SQLite.
+        AuditChainHead.objects.filter(pk=1).update(seq=F("seq") + 1)
+        head = AuditChainHead.objects.get(pk=1)
+        event = AuditEvent(
+            seq=head.seq,
+            # Microseconds survive every database; the hash depends on them.
+            created_at=timezone.now(),
+            action=action,
+            outcome=str(outcome),
+            actor_type=actor.type,
+            actor_id=actor.id,
+            actor_name=actor.name,
+            token_prefix=actor.token_prefix,
+            collections=" ".join(sorted(set(collections))),
+            client_ip=info.client_ip,
+            user_agent=info.user_agent,
+            request_id=info.request_id,
+            latency_ms=latency_ms,
+            query=query,
+            chunk_ids=list(chunk_ids),
+            cited_chunk_ids=list(cited_chunk_ids),
+            model=model,
+            answer=answer,
+            detail=detail or {},
+            prev_hash=head.hash,
+        )
+        event.hash = row_hash(event)
+        event.save(force_insert=True)
+        head.hash = event.hash
+        head.save(update_fields=["hash"])
+    return event
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    message: str
+
+
+def audit_verify() -> VerifyResult:
+    """Walk the chain from the newest checkpoint (or the start) to the head."""
+    checkpoint = AuditCheckpoint.objects.order_by("-seq").first()
+    expected_seq, expected_prev = (
+        (checkpoint.seq + 1, checkpoint.hash) if checkpoint else (1, GENESIS)
+    )
+    checked = 0
+    for event in AuditEvent.objects.filter(seq__gte=expected_seq).order_by("seq").iterator():
+        if event.seq != expected_seq:
+            return VerifyResult(
+                False,
+                checked,
+                f"row seq {expected_seq} is missing (next row is seq {event.seq}, id {event.pk}): "
+                "rows were deleted",
+            )
+        if event.prev_hash != expected_prev:
+            return VerifyResult(
+                False,
+                checked,
+                f"row seq {event.seq} (id {event.pk}) does not follow the row before it: "
+                "rows were deleted, inserted or re-ordered",
+            )
+        if row_hash(event) != event.hash:
+            return VerifyResult(
+                False,
+                checked,
+                f"row seq {event.seq} (id {event.pk}) was edited after it was written",
+            )
+        checked += 1
+        expected_seq, expected_prev = event.seq + 1, event.hash
+    head = AuditChainHead.objects.get(pk=1)
+    if head.seq != expected_seq - 1 or head.hash != expected_prev:
+        return VerifyResult(
+            False,
+            checked,
+            f"the chain ends at seq {expected_seq - 1} but {head.seq} rows were written: "
+            "the newest rows were deleted",
+        )
+    return VerifyResult(True, checked, f"audit chain intact: {checked} rows verified")
+
+
+def audit_filter(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    user: str | None = None,
+    collection: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.all()
+    if since:
+        events = events.filter(created_at__gte=since)
+    if until:
+        events = events.filter(created_at__lt=until)
+    if user:
+        events = events.filter(actor_name=user)
+    if collection:
+        events = events.filter(collections__regex=rf"(^| ){collection}( |$)")
+    if action:
+        events = events.filter(action=action)
+    if outcome:
+        events = events.filter(outcome=outcome)
+    return events.order_by("seq")
+
+
+EXPORT_FIELDS = ("id", *HASHED_FIELDS, "hash")
+
+
+def export_dict(event: AuditEvent) -> dict[str, Any]:
+    values = _row_values(event)
+    values["id"] = event.pk
+    values["hash"] = event.hash
+    return {name: values[name] for name in EXPORT_FIELDS}
+
+
+def export_jsonl(events: Iterable[AuditEvent]) -> Iterator[str]:
+    for event in events:
+        yield json.dumps(export_dict(event), ensure_ascii=False) + "\n"
+
+
+def export_csv(events: Iterable[AuditEvent]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for event in events:
+        row = export_dict(event)
+        for key in ("chunk_ids", "cited_chunk_ids", "detail"):
+            row[key] = json.dumps(row[key])
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.getvalue():
+        yield buffer.getvalue()
+
+
+def audit_prune(*, before: datetime, actor: Actor | Principal) -> int:
+    """Remove rows older than `before`, keep a checkpoint so the rest still verifies."""
+    with transaction.atomic():
+        AuditChainHead.objects.filter(pk=1).update(seq=F("seq"))  # lock out writers
+        old = AuditEvent.objects.filter(created_at__lt=before).order_by("-seq")
+        last = old.first()
+        if last is None:
+            removed = 0
+        else:
+            # Rows are cut at a seq, never in the middle of the chain.
+            doomed = AuditEvent.objects.filter(seq__lte=last.seq)
+            removed = doomed.count()
+            AuditCheckpoint.objects.create(
+                seq=last.seq, hash=last.hash, pruned_rows=removed, before=before
+            )
+            doomed.prune()
+        audit_record(
+            action="audit.prune",
+            actor=actor,
+            detail={"before": before.isoformat(), "removed": removed},
+        )
+    return removed

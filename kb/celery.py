@@ -1,0 +1,15 @@
+"""The Celery app, configured from the CELERY_* names in kb.settings.
+
+The database is the source of truth for work to do: the broker only wakes workers,
+so a lost message delays work and never loses it (see ingest's reconciler).
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
+
+app = Celery("kb")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

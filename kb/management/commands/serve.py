@@ -1,0 +1,24 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Serve kb (ASGI) on one process: the embedded default's single owner."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        import uvicorn
+
+        self.stdout.write(f"kb is starting at http://{options['host']}:{options['port']}/")
+        uvicorn.run(
+            "kb.asgi:application",
+            host=options["host"],
+            port=options["port"],
+            workers=1,
+            lifespan="auto",
+            log_level="info",
+        )

@@ -1,0 +1,203 @@
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.IntegerChoices):
+    """Ordered: each role can do everything the ones below it can."""
+
+    READER = 1, "reader"
+    EDITOR = 2, "editor"
+    OWNER = 3, "owner"
+
+    @classmethod
+    def parse(cls, name: str) -> "Role":
+        for role in cls:
+            if role.label == name:
+                return role
+        raise ValueError(f"unknown role {name!r}: use reader, editor or owner")
+
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    "Use 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit.",
+)
+
+
+class Collection(models.Model):
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    """A user's or a group's role in one collection."""
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE)
+    role = models.PositiveSmallIntegerField(choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True)
+                | Q(user__isnull=True, group__isnull=False),
+                name="membership_user_xor_group",
+            ),
+            models.UniqueConstraint(fields=["collection", "user"], name="membership_user_once"),
+            models.UniqueConstraint(fields=["collection", "group"], name="membership_group_once"),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{who} is {Role(self.role).label} of {self.collection}"
+
+
+class ServiceAccount(models.Model):
+    """Marks a user that is a machine: no password, acts only through its tokens."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="service_account"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return str(self.user)
+
+
+class TokenScope(models.TextChoices):
+    READ = "read", "read"
+    READ_WRITE = "read-write", "read-write"
+
+
+class ApiToken(models.Model):
+    """A bearer token: `kb_<prefix>_<secret>`. Only the SHA-256 of the whole token is kept."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scope = models.CharField(max_length=16, choices=TokenScope.choices)
+    collections = models.ManyToManyField(Collection, related_name="tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"kb_{self.prefix}_… ({self.user})"
+
+    @property
+    def role_cap(self) -> Role:
+        return Role.READER if self.scope == TokenScope.READ else Role.EDITOR
+
+
+class Outcome(models.TextChoices):
+    OK = "ok"
+    DENIED = "denied"
+    REFUSED = "refused"
+    ERROR = "error"
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise PermissionError("audit events are append-only")
+
+    def delete(self) -> NoReturn:
+        raise PermissionError("audit events are append-only; use audit_prune")
+
+    def prune(self) -> int:
+        """The one way rows leave the trail: kb.audit.audit_prune, which records a checkpoint."""
+        deleted, _ = models.QuerySet.delete(self)
+        return deleted
+
+
+class AuditEvent(models.Model):
+    """One append-only row of the audit trail, hash-chained to the row before it.
+
+    Actor and collections are copied in as text, so the row stays whole and
+    verifiable when users, tokens or collections are later deleted.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    actor_type = models.CharField(max_length=16)  # user, service, token, anonymous, system
+    actor_id = models.BigIntegerField(null=True)
+    actor_name = models.CharField(max_length=150, db_index=True)
+    token_prefix = models.CharField(max_length=16, blank=True)
+    collections = models.TextField(blank=True)  # slugs, space-separated
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    latency_ms = models.IntegerField(null=True)
+    query = models.TextField(blank=True)
+    chunk_ids = models.JSONField(default=list)
+    cited_chunk_ids = models.JSONField(default=list)
+    model = models.CharField(max_length=200, blank=True)
+    answer = models.TextField(blank=True)
+    detail = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.outcome} by {self.actor_name}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise PermissionError("audit events are append-only; use audit_prune")
+
+
+class AuditChainHead(models.Model):
+    """Singleton: the last sequence number and hash. Locking it serialises writers."""
+
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"audit head at seq {self.seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """Where a prune cut the chain: the first kept row must follow this seq and hash."""
+
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    pruned_rows = models.BigIntegerField()
+    before = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"audit checkpoint at seq {self.seq}"

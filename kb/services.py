@@ -1,0 +1,226 @@
+"""Writes for collections, members, users and tokens. Each one writes its audit row
+in its own transaction, so a change is never made without its record."""
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from kb.audit import Actor, audit_record
+from kb.models import ApiToken, Collection, Membership, Role, ServiceAccount, TokenScope
+from kb.principal import Principal
+from kb.selectors import readable_collection_ids
+
+TOKEN_PREFIX = "kb_"  # noqa: S105 (a marker, not a secret)
+
+
+def user_create(
+    *,
+    username: str,
+    actor: Actor | Principal,
+    email: str = "",
+    password: str | None = None,
+    superuser: bool = False,
+    service_account: bool = False,
+) -> tuple[User, bool]:
+    """Create the user, or return the existing one unchanged. Returns (user, created)."""
+    with transaction.atomic():
+        existing = User.objects.filter(username=username).first()
+        if existing is not None:
+            return existing, False
+        user = User(username=username, email=email, is_superuser=superuser, is_staff=superuser)
+        user.full_clean(exclude=["password"])
+        if password and not service_account:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save()
+        if service_account:
+            ServiceAccount.objects.create(user=user)
+        audit_record(
+            action="user.create",
+            actor=actor,
+            detail={"user": username, "superuser": superuser, "service_account": service_account},
+        )
+    return user, True
+
+
+def collection_create(
+    *, slug: str, name: str, actor: Actor | Principal, description: str = ""
+) -> tuple[Collection, bool]:
+    """Create the collection, or return the existing one. Returns (collection, created)."""
+    with transaction.atomic():
+        existing = Collection.objects.filter(slug=slug).first()
+        if existing is not None:
+            return existing, False
+        collection = Collection(slug=slug, name=name or slug, description=description)
+        collection.full_clean()
+        collection.save()
+        audit_record(action="collection.create", actor=actor, collections=[slug])
+    return collection, True
+
+
+def collection_update(
+    *, collection: Collection, actor: Actor | Principal, name: str, description: str
+) -> Collection:
+    with transaction.atomic():
+        collection.name = name
+        collection.description = description
+        collection.full_clean()
+        collection.save()
+        audit_record(action="collection.update", actor=actor, collections=[collection.slug])
+    return collection
+
+
+def collection_delete(*, collection: Collection, actor: Actor | Principal) -> None:
+    with transaction.atomic():
+        audit_record(action="collection.delete", actor=actor, collections=[collection.slug])
+        collection.delete()
+
+
+def _member_filter(user: User | None, group: Group | None) -> dict[str, User | Group]:
+    if (user is None) == (group is None):
+        raise ValidationError("Name exactly one user or one group.")
+    return {"user": user} if user is not None else {"group": group}  # type: ignore[dict-item]
+
+
+def _member_name(user: User | None, group: Group | None) -> dict[str, str]:
+    return {"user": user.username} if user is not None else {"group": group.name if group else ""}
+
+
+def member_add(
+    *,
+    collection: Collection,
+    role: Role,
+    actor: Actor | Principal,
+    user: User | None = None,
+    group: Group | None = None,
+) -> tuple[Membership, bool]:
+    """Give the user or group this role. Returns (membership, changed)."""
+    who = _member_filter(user, group)
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(
+            collection=collection, **who, defaults={"role": role}
+        )
+        if not created and membership.role == role:
+            return membership, False
+        previous = None if created else Role(membership.role).label
+        membership.role = role
+        membership.save()
+        audit_record(
+            action="member.add",
+            actor=actor,
+            collections=[collection.slug],
+            detail={**_member_name(user, group), "role": role.label, "previous": previous},
+        )
+    return membership, True
+
+
+def member_remove(
+    *,
+    collection: Collection,
+    actor: Actor | Principal,
+    user: User | None = None,
+    group: Group | None = None,
+) -> bool:
+    """Take the user's or group's role away. Returns whether there was one."""
+    who = _member_filter(user, group)
+    with transaction.atomic():
+        deleted, _ = Membership.objects.filter(collection=collection, **who).delete()
+        if not deleted:
+            return False
+        audit_record(
+            action="member.remove",
+            actor=actor,
+            collections=[collection.slug],
+            detail=_member_name(user, group),
+        )
+    return True
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_create(
+    *,
+    user: User,
+    collections: Sequence[Collection],
+    scope: TokenScope,
+    actor: Actor | Principal,
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Returns the token row and its secret, which is never stored nor shown again."""
+    if not collections:
+        raise ValidationError("A token needs at least one collection.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError("The expiry must be in the future.")
+    readable = readable_collection_ids(Principal(user=user))
+    if denied := sorted(c.slug for c in collections if c.pk not in readable):
+        raise ValidationError(f"{user.username} cannot read {', '.join(denied)}.")
+    prefix = secrets.token_hex(6)
+    secret = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=name,
+            prefix=prefix,
+            secret_hash=_token_hash(secret),
+            scope=scope,
+            expires_at=expires_at,
+        )
+        token.collections.set(collections)
+        audit_record(
+            action="token.create",
+            actor=actor,
+            collections=[c.slug for c in collections],
+            detail={
+                "token": prefix,
+                "user": user.username,
+                "scope": str(scope),
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
+    return token, secret
+
+
+def token_revoke(*, token: ApiToken, actor: Actor | Principal) -> bool:
+    """Returns False when it was already revoked."""
+    with transaction.atomic():
+        changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        if changed:
+            audit_record(
+                action="token.revoke",
+                actor=actor,
+                collections=[c.slug for c in token.collections.all()],
+                detail={"token": token.prefix, "user": token.user.username},
+            )
+    return bool(changed)
+
+
+def token_authenticate(raw: str, *, touch_seconds: int) -> ApiToken | None:
+    """The live token for this secret, or None. Marks when it was last used."""
+    parts = raw.split("_")
+    if len(parts) < 3 or not raw.startswith(TOKEN_PREFIX):
+        return None
+    token = ApiToken.objects.select_related("user").filter(prefix=parts[1]).first()
+    if token is None or not hmac.compare_digest(token.secret_hash, _token_hash(raw)):
+        return None
+    now = timezone.now()
+    if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
+        return None
+    if not token.user.is_active:
+        return None
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= touch_seconds:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token

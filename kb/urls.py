@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.urls import path
+
+from kb.api import api
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("admin:index")
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", health, name="health"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+]

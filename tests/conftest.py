@@ -1,0 +1,80 @@
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from kb.audit import SYSTEM
+from kb.models import Collection, Role
+from kb.principal import Principal
+from kb.services import collection_create, member_add, user_create
+
+REQUIRE_SERVICES = os.environ.get("KB_REQUIRE_SERVICES") == "1"
+
+
+ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+REDIS_URL = os.environ.get("KB_TEST_REDIS_URL", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # In CI a missing service fails the run; it never turns into quiet skips.
+    if REQUIRE_SERVICES and not (ON_POSTGRES and REDIS_URL):
+        raise pytest.UsageError(
+            "KB_REQUIRE_SERVICES=1 but PostgreSQL or Redis is not configured for the tests: "
+            "run them through `make test` (scripts/test_services.py)"
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, available in (("postgres", ON_POSTGRES), ("redis", bool(REDIS_URL))):
+            if item.get_closest_marker(marker) and not available:
+                item.add_marker(pytest.mark.skip(f"needs {marker}, which is unreachable"))
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # PBKDF2's deliberate slowness would be most of the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return user_create(username="alice", password="alice-pass-123", actor=SYSTEM)[0]
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return user_create(username="bob", password="bob-pass-123", actor=SYSTEM)[0]
+
+
+@pytest.fixture
+def charlie(db: None) -> User:
+    return user_create(username="charlie", password="charlie-pass-123", actor=SYSTEM)[0]
+
+
+@pytest.fixture
+def hr(alice: User, bob: User, charlie: User) -> Collection:
+    """alice owns hr, bob reads it, charlie is an outsider."""
+    collection = collection_create(slug="hr", name="Human resources", actor=SYSTEM)[0]
+    member_add(collection=collection, user=alice, role=Role.OWNER, actor=SYSTEM)
+    member_add(collection=collection, user=bob, role=Role.READER, actor=SYSTEM)
+    return collection
+
+
+@pytest.fixture
+def eng(alice: User) -> Collection:
+    collection = collection_create(slug="eng", name="Engineering", actor=SYSTEM)[0]
+    member_add(collection=collection, user=alice, role=Role.EDITOR, actor=SYSTEM)
+    return collection
+
+
+def principal(user: User) -> Principal:
+    return Principal(user=user)
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client

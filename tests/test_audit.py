@@ -1,0 +1,169 @@
+"""The audit trail: a row for every action, and a chain that betrays any edit."""
+
+import io
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from kb.audit import SYSTEM, audit_record, audit_verify
+from kb.models import AuditChainHead, AuditEvent, Collection, Membership, Role
+from kb.services import member_add
+
+
+def run(command: str, *args: str) -> str:
+    out = io.StringIO()
+    call_command(command, *args, stdout=out)
+    return out.getvalue()
+
+
+def raw(sql: str, *params: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+@pytest.fixture
+def trail(db) -> list[AuditEvent]:
+    return [audit_record(action=f"test.{n}", actor=SYSTEM, query=f"q{n}") for n in range(5)]
+
+
+def test_fresh_trail_verifies(trail):
+    assert run("audit_verify").startswith("audit chain intact: 5 rows")
+
+
+def test_verify_catches_an_edited_row(trail):
+    raw("UPDATE kb_auditevent SET query = %s WHERE seq = 3", "something else")
+    with pytest.raises(CommandError, match=r"seq 3 .* was edited"):
+        run("audit_verify")
+
+
+def test_verify_catches_a_deleted_row(trail):
+    raw("DELETE FROM kb_auditevent WHERE seq = 2")
+    with pytest.raises(CommandError, match="seq 2 is missing"):
+        run("audit_verify")
+
+
+def test_verify_catches_deleted_newest_rows(trail):
+    raw("DELETE FROM kb_auditevent WHERE seq = 5")
+    with pytest.raises(CommandError, match="newest rows were deleted"):
+        run("audit_verify")
+
+
+def test_verify_catches_reordered_rows(trail):
+    raw("UPDATE kb_auditevent SET seq = -1 WHERE seq = 2")
+    raw("UPDATE kb_auditevent SET seq = 2 WHERE seq = 3")
+    raw("UPDATE kb_auditevent SET seq = 3 WHERE seq = -1")
+    result = audit_verify()
+    assert not result.ok and "seq 2" in result.message
+
+
+def test_verify_catches_a_forged_row_with_a_recomputed_hash(trail):
+    from kb.audit import row_hash
+
+    forged = AuditEvent.objects.get(seq=3)
+    forged.query = "forged"
+    raw("UPDATE kb_auditevent SET query = %s, hash = %s WHERE seq = 3", "forged", row_hash(forged))
+    result = audit_verify()
+    assert not result.ok and "seq 4" in result.message
+
+
+def test_orm_and_admin_refuse_changes(trail):
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.filter(seq=1).update(query="x")
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().delete()
+    row = AuditEvent.objects.get(seq=1)
+    row.query = "x"
+    with pytest.raises(PermissionError):
+        row.save()
+    with pytest.raises(PermissionError):
+        row.delete()
+    model_admin = admin.site._registry[AuditEvent]
+    request = type("R", (), {"user": None})()
+    assert not model_admin.has_change_permission(request, row)
+    assert not model_admin.has_delete_permission(request, row)
+
+
+def test_action_fails_when_its_audit_row_cannot_be_written(hr: Collection, charlie):
+    raw("DELETE FROM kb_auditchainhead")
+    with pytest.raises(AuditChainHead.DoesNotExist):
+        member_add(collection=hr, user=charlie, role=Role.READER, actor=SYSTEM)
+    assert not Membership.objects.filter(user=charlie).exists()
+
+
+def test_membership_changes_are_audited_with_detail(hr: Collection, charlie):
+    member_add(collection=hr, user=charlie, role=Role.EDITOR, actor=SYSTEM)
+    event = AuditEvent.objects.filter(action="member.add").last()
+    assert event is not None
+    assert event.collections == "hr"
+    assert event.detail == {"user": "charlie", "role": "editor", "previous": None}
+
+
+def test_failed_login_is_audited_with_client_details(alice):
+    client = Client(HTTP_USER_AGENT="pytest-browser", REMOTE_ADDR="10.1.2.3")
+    response = client.post("/admin/login/", {"username": "alice", "password": "wrong"})
+    assert response.status_code == 200  # the form again, with an error
+    event = AuditEvent.objects.get(action="auth.login_failed")
+    assert (event.outcome, event.actor_name) == ("denied", "alice")
+    assert (event.client_ip, event.user_agent) == ("10.1.2.3", "pytest-browser")
+    assert len(event.request_id) == 32
+
+
+def test_request_id_is_echoed_and_recorded(hr: Collection):
+    client = Client(HTTP_AUTHORIZATION="Bearer kb_bad_token", HTTP_X_REQUEST_ID="req-42")
+    response = client.get("/api/v1/collections")
+    assert response.status_code == 401 and response["X-Request-ID"] == "req-42"
+    assert AuditEvent.objects.get(action="auth.token_failed").request_id == "req-42"
+
+
+def test_export_filters_by_user_collection_and_time(hr: Collection, eng: Collection):
+    lines = run("audit_export", "--collection", "eng").splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert rows and all("eng" in row["collections"].split() for row in rows)
+    assert not any(row["collections"] == "hr" for row in rows)
+    tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
+    assert run("audit_export", "--since", tomorrow) == ""
+    assert run("audit_export", "--user", "nobody") == ""
+    csv_text = run("audit_export", "--format", "csv", "--collection", "hr")
+    header, *body = csv_text.strip().splitlines()
+    assert header.startswith("id,seq,created_at,action") and len(body) >= 3
+
+
+def test_prune_keeps_the_rest_verifiable(trail):
+    cut = timezone.now()
+    later = [audit_record(action="test.later", actor=SYSTEM) for _ in range(3)]
+    out = run("audit_prune", "--before", cut.isoformat())
+    assert "pruned 5" in out
+    assert not AuditEvent.objects.filter(seq__lte=5).exists()
+    assert AuditEvent.objects.filter(action="audit.prune").exists()
+    assert audit_verify().ok, audit_verify().message
+    raw("DELETE FROM kb_auditevent WHERE seq = %s", later[0].seq)
+    assert not audit_verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_keep_one_chain():
+    def write(n: int) -> None:
+        from django.db import connection as thread_connection
+
+        for i in range(10):
+            audit_record(action="test.concurrent", actor=SYSTEM, query=f"{n}-{i}")
+        thread_connection.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = audit_verify()
+    assert result.ok, result.message
+    assert result.checked == 40
