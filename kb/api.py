@@ -55,3 +55,12 @@ def collections_list(request: HttpRequest) -> list[CollectionOut]:
 @api.get("/collections/{slug}", response=CollectionOut)
 def collection_detail(request: HttpRequest, slug: str) -> CollectionOut:
     return CollectionOut.of(*collection_get(principal_of(request), slug))
+
+
+def _routers() -> None:
+    from ingest.api import router as documents
+
+    api.add_router("/", documents)
+
+
+_routers()

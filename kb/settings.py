@@ -20,6 +20,7 @@ django_stubs_ext.monkeypatch()
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 KB_DATA_DIR = Path(env_str("KB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "kb",
+    "ingest",
 ]
 
 MIDDLEWARE = [
@@ -128,6 +130,7 @@ X_FRAME_OPTIONS = "DENY"
 # Services. Empty means the embedded default.
 REDIS_URL = env_str("REDIS_URL")
 QDRANT_URL = env_str("QDRANT_URL")
+QDRANT_API_KEY = env_secret("QDRANT_API_KEY") or ""
 LLM_BASE_URL = env_str("LLM_BASE_URL")
 
 # Celery: JSON payloads of ids, acknowledged after the work, bounded in time.
@@ -154,9 +157,29 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("KB_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
-CELERY_TASK_ROUTES = {"ingest.tasks.document_embed_task": {"queue": "embed"}}
+CELERY_TASK_ROUTES = {"ingest.tasks.version_embed_task": {"queue": "embed"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The embedded default runs the worker inside the serving process (kb/runtime.py).
+KB_INPROCESS_WORKER = env_bool("KB_INPROCESS_WORKER", not QDRANT_URL)
+KB_WORKER_CONCURRENCY = env_int("KB_WORKER_CONCURRENCY", 2, minimum=1)
 CELERY_TIMEZONE = "UTC"
+
+# Ingestion.
+KB_MAX_UPLOAD_MB = env_int("KB_MAX_UPLOAD_MB", 200, minimum=1)
+KB_EMBEDDING_MODEL_PATH = env_str("KB_EMBEDDING_MODEL_PATH")  # default: the bundled MiniLM
+KB_EMBEDDING_DEVICE = env_str("KB_EMBEDDING_DEVICE")  # default: cuda when present, else cpu
+KB_EMBEDDING_BATCH_SIZE = env_int("KB_EMBEDDING_BATCH_SIZE", 16, minimum=1)
+# A document whose stage has not moved for this long is taken to be lost and re-queued.
+KB_STALE_AFTER_SECONDS = env_int("KB_STALE_AFTER_SECONDS", 900, minimum=1)
+KB_POLL_SECONDS = 0.25
+CELERY_BEAT_SCHEDULE = {
+    "ingest-reconcile": {
+        "task": "ingest.tasks.ingest_reconcile_task",
+        "schedule": max(KB_STALE_AFTER_SECONDS // 3, 10),
+    }
+}
+DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # Audit: how often an API token's "last used" time is written at most.
 KB_TOKEN_TOUCH_SECONDS = env_int("KB_TOKEN_TOUCH_SECONDS", 60, minimum=0)

@@ -1,0 +1,135 @@
+"""REST: /api/v1/collections/{slug}/documents and /api/v1/documents/{id}. Editors and owners."""
+
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import File, Router, Schema
+from ninja.files import UploadedFile
+
+from ingest import selectors, services
+from ingest.models import Document
+from kb.api_auth import principal_of
+from kb.audit import audit_record
+from kb.models import Role
+from kb.selectors import collection_get
+
+router = Router(tags=["documents"])
+
+
+class UploadOut(Schema):
+    id: int | None
+    title: str
+    status: str
+    error: str = ""
+
+
+class DocumentOut(Schema):
+    id: int
+    collection: str
+    title: str
+    filename: str
+    content_type: str
+    sha256: str
+    version: int
+    live_version: int | None
+    status: str
+    stage: str
+    progress: float
+    error: str
+    pages: int | None
+    chunks: int
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def of(document: Document) -> "DocumentOut":
+        latest = selectors.latest_version(document)
+        assert latest is not None
+        return DocumentOut(
+            id=document.pk,
+            collection=document.collection.slug,
+            title=document.title,
+            filename=latest.filename,
+            content_type=latest.content_type,
+            sha256=latest.sha256,
+            version=latest.number,
+            live_version=document.live_version.number if document.live_version else None,
+            status=selectors.status_of(latest.stage),
+            stage=latest.stage,
+            progress=round(latest.progress, 3),
+            error=latest.error,
+            pages=latest.pages,
+            chunks=latest.chunk_count,
+            created_at=document.created_at,
+            updated_at=max(document.updated_at, latest.updated_at),
+        )
+
+
+@router.post("/collections/{slug}/documents", response={202: list[UploadOut]})
+def documents_upload(
+    request: HttpRequest, slug: str, file: File[list[UploadedFile]]
+) -> tuple[int, list[UploadOut]]:
+    principal = principal_of(request)
+    collection, _ = collection_get(principal, slug, role=Role.EDITOR)
+    results = []
+    for upload in file:
+        for result in services.document_upload(
+            collection=collection, actor=principal, path=upload.name or "unnamed", stream=upload
+        ):
+            if result.document is None or result.version is None:
+                results.append(
+                    UploadOut(id=None, title=result.path, status="failed", error=result.error)
+                )
+            else:
+                results.append(
+                    UploadOut(
+                        id=result.document.pk,
+                        title=result.document.title,
+                        status=selectors.status_of(result.version.stage),
+                    )
+                )
+    return 202, results
+
+
+class DocumentPage(Schema):
+    items: list[DocumentOut]
+    count: int
+
+
+@router.get("/collections/{slug}/documents", response=DocumentPage)
+def documents_list(
+    request: HttpRequest,
+    slug: str,
+    limit: int = 50,
+    offset: int = 0,
+) -> DocumentPage:
+    limit, offset = min(max(limit, 1), 500), max(offset, 0)
+    principal = principal_of(request)
+    collection, _ = collection_get(principal, slug, role=Role.EDITOR)
+    documents = selectors.documents_of(collection)
+    audit_record(action="document.list", actor=principal, collections=[slug])
+    return DocumentPage(
+        items=[DocumentOut.of(d) for d in documents[offset : offset + limit]],
+        count=documents.count(),
+    )
+
+
+@router.get("/documents/{document_id}", response=DocumentOut)
+def document_detail(request: HttpRequest, document_id: int) -> DocumentOut:
+    principal = principal_of(request)
+    document = selectors.document_get(principal, document_id, role=Role.EDITOR)
+    audit_record(
+        action="document.read",
+        actor=principal,
+        collections=[document.collection.slug],
+        detail={"document_id": document.pk},
+    )
+    return DocumentOut.of(document)
+
+
+@router.delete("/documents/{document_id}", response={204: None})
+def document_remove(request: HttpRequest, document_id: int) -> tuple[int, None]:
+    principal = principal_of(request)
+    document = selectors.document_get(principal, document_id, role=Role.EDITOR)
+    services.document_delete(document=document, actor=principal)
+    return 204, None

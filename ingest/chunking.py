@@ -1,0 +1,136 @@
+"""Elements in, passages out: each passage fits the embedding model's window whole.
+
+Text is grouped by section and page, then split on sentence boundaries by llama-index's
+SentenceSplitter, measured in the embedding model's own word pieces so that nothing is
+cut off when embedded. Each passage carries its document title and section heading as
+context (embedded with it). A table stays one passage with its header row; a table too
+long for one is split by rows, each part repeating the header.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ingest import embedder
+from ingest.parsing import Element
+
+OVERLAP_TOKENS = 24
+MAX_CONTEXT_TOKENS = 48
+MIN_RUN_TOKENS = 100
+# Running heads and page numbers repeat on every page and say nothing.
+SKIPPED_TYPES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    context: str
+    page: int | None
+    section: str
+    element_type: str
+    token_count: int
+
+    @property
+    def embedding_text(self) -> str:
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+def _budget() -> int:
+    # [CLS] and [SEP] take two of the model's positions.
+    return embedder.max_tokens() - 2
+
+
+def _context(title: str, section: str) -> str:
+    parts = [title] + ([section] if section and section != title else [])
+    context = " > ".join(p.strip() for p in parts if p.strip())
+    ids = embedder.tokenizer().encode(context, add_special_tokens=False)
+    if len(ids.ids) > MAX_CONTEXT_TOKENS:
+        end = ids.offsets[MAX_CONTEXT_TOKENS - 1][1]
+        context = context[:end] + "…"
+    return context
+
+
+def _groups(elements: list[Element]) -> Iterator[tuple[str, int | None, str, list[str]]]:
+    """(section, page, type, texts): runs of body text, and each table alone.
+
+    A run ends at a page break, or at a new heading once it holds MIN_RUN_TOKENS: PDFs
+    mark many short lines as headings, and a passage per line would carry no meaning.
+    """
+    run: list[str] = []
+    run_tokens = 0
+    key: tuple[str, int | None] = ("", None)
+    for element in elements:
+        if element.type in SKIPPED_TYPES:
+            continue
+        if element.type == "Table":
+            if run:
+                yield (*key, "Text", run)
+                run, run_tokens = [], 0
+            yield (element.section, element.page, "Table", [element.text])
+            continue
+        page_break = element.page != key[1]
+        if run and (page_break or (element.section != key[0] and run_tokens >= MIN_RUN_TOKENS)):
+            yield (*key, "Text", run)
+            run, run_tokens = [], 0
+        if not run:
+            key = (element.section, element.page)
+        run.append(element.text)
+        run_tokens += embedder.count_tokens(element.text)
+    if run:
+        yield (*key, "Text", run)
+
+
+def _split_text(text: str, size: int) -> list[str]:
+    from llama_index.core.node_parser import SentenceSplitter
+
+    splitter = SentenceSplitter(
+        chunk_size=size,
+        chunk_overlap=min(OVERLAP_TOKENS, size // 4),
+        tokenizer=lambda t: embedder.tokenizer().encode(t, add_special_tokens=False).ids,
+    )
+    return [piece for piece in splitter.split_text(text) if piece.strip()]
+
+
+def _split_table(text: str, size: int) -> list[str]:
+    """Rows together while they fit, each part led by the header row."""
+    header, *rows = text.split("\n")
+    parts: list[str] = []
+    current: list[str] = []
+    for row in rows:
+        candidate = "\n".join([header, *current, row])
+        if current and embedder.count_tokens(candidate) > size:
+            parts.append("\n".join([header, *current]))
+            current = []
+        current.append(row)
+    parts.append("\n".join([header, *current]))
+    return parts
+
+
+def _hard_split(text: str, size: int) -> list[str]:
+    """Last resort for text with no sentence or word breaks: cut by word pieces."""
+    encoding = embedder.tokenizer().encode(text, add_special_tokens=False)
+    pieces = []
+    for start in range(0, len(encoding.ids), size):
+        offsets = encoding.offsets[start : start + size]
+        pieces.append(text[offsets[0][0] : offsets[-1][1]])
+    return pieces
+
+
+def passages(elements: list[Element], *, title: str) -> Iterator[Passage]:
+    budget = _budget()
+    for section, page, kind, texts in _groups(elements):
+        context = _context(title, section)
+        size = budget - embedder.count_tokens(context) - 1  # the newline between them
+        text = "\n\n".join(texts)
+        pieces = _split_table(text, size) if kind == "Table" else _split_text(text, size)
+        for piece in pieces:
+            tokens = embedder.count_tokens(piece)
+            parts = [piece] if tokens <= size else _hard_split(piece, size)
+            for part in parts:
+                yield Passage(
+                    text=part,
+                    context=context,
+                    page=page,
+                    section=section,
+                    element_type=kind,
+                    token_count=embedder.count_tokens(part),
+                )

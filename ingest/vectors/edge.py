@@ -1,0 +1,184 @@
+"""Qdrant's engine inside this process (qdrant-edge-py): the embedded default.
+
+A shard admits one process at a time (a second load fails on its write-ahead-log lock),
+so only the process that owns the data folder opens it; one object then serves that
+process's web threads and worker threads together.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as q
+
+from ingest.sparse import SparseVector
+from ingest.vectors.base import (
+    COLLECTION_ID,
+    DOCUMENT_ID,
+    LIVE,
+    VERSION,
+    Hit,
+    Point,
+    Scope,
+    SearchMode,
+)
+
+DENSE = "dense"
+SPARSE = "sparse"
+RRF_K = 60
+
+
+class ShardBusy(RuntimeError):
+    """Another process owns the embedded vector store."""
+
+
+def _match(field: str, value: Any) -> q.FieldCondition:
+    return q.FieldCondition(key=field, match=q.MatchValue(value=value))
+
+
+def _scope_filter(scope: Scope) -> q.Filter:
+    must: list[Any] = [
+        _match(LIVE, True),
+        q.FieldCondition(key=COLLECTION_ID, match=q.MatchAny(any=list(scope.collection_ids))),
+    ]
+    if scope.document_ids is not None:
+        must.append(
+            q.FieldCondition(key=DOCUMENT_ID, match=q.MatchAny(any=list(scope.document_ids)))
+        )
+    if scope.content_types is not None:
+        must.append(
+            q.FieldCondition(key="content_type", match=q.MatchAny(any=list(scope.content_types)))
+        )
+    return q.Filter(must=must)
+
+
+def _sparse(vector: SparseVector) -> q.SparseVector:
+    return q.SparseVector(indices=vector.indices, values=vector.values)
+
+
+class EdgeStore:
+    def __init__(self, shard: q.EdgeShard) -> None:
+        self.shard = shard
+
+    @classmethod
+    def open(cls, path: Path, *, dimensions: int) -> "EdgeStore":
+        try:
+            if (path / "edge_config.json").exists() or (path.exists() and any(path.iterdir())):
+                return cls(q.EdgeShard.load(str(path)))
+            path.mkdir(parents=True, exist_ok=True)
+            shard = q.EdgeShard.create(
+                str(path),
+                q.EdgeConfig(
+                    vectors={
+                        DENSE: q.EdgeVectorParams(size=dimensions, distance=q.Distance.Cosine)
+                    },
+                    sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+                ),
+            )
+        except Exception as error:
+            if "wal" in str(error).lower() or "lock" in str(error).lower():
+                raise ShardBusy(
+                    f"the vector store at {path} is open in another kb process "
+                    "(the embedded engine admits one: stop it, or go through it)"
+                ) from error
+            raise
+        for field, schema in (
+            (COLLECTION_ID, q.PayloadSchemaType.Integer),
+            (DOCUMENT_ID, q.PayloadSchemaType.Integer),
+            (LIVE, q.PayloadSchemaType.Bool),
+            ("content_type", q.PayloadSchemaType.Keyword),
+        ):
+            shard.update(q.UpdateOperation.create_field_index(field, schema))
+        return cls(shard)
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        self.shard.update(
+            q.UpdateOperation.upsert_points(
+                [
+                    q.Point(
+                        id=point.id,
+                        vector={DENSE: list(point.dense), SPARSE: _sparse(point.sparse)},
+                        payload=point.payload,
+                    )
+                    for point in points
+                ]
+            )
+        )
+
+    def _version_filter(self, document_id: int, version: int) -> q.Filter:
+        return q.Filter(must=[_match(DOCUMENT_ID, document_id), _match(VERSION, version)])
+
+    def set_live(self, *, document_id: int, version: int) -> None:
+        self.shard.update(
+            q.UpdateOperation.set_payload_by_filter(
+                self._version_filter(document_id, version), {LIVE: True}
+            )
+        )
+
+    def delete(self, *, document_id: int, version: int | None = None) -> None:
+        condition = (
+            self._version_filter(document_id, version)
+            if version is not None
+            else q.Filter(must=[_match(DOCUMENT_ID, document_id)])
+        )
+        self.shard.update(q.UpdateOperation.delete_points_by_filter(condition))
+
+    def delete_other_versions(self, *, document_id: int, keep_version: int) -> None:
+        condition = q.Filter(
+            must=[_match(DOCUMENT_ID, document_id)], must_not=[_match(VERSION, keep_version)]
+        )
+        self.shard.update(q.UpdateOperation.delete_points_by_filter(condition))
+
+    def search(
+        self,
+        *,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        scope: Scope,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        candidates: int = 100,
+    ) -> list[Hit]:
+        if not scope.collection_ids:
+            return []
+        condition = _scope_filter(scope)
+        dense_query = q.Query.Nearest(list(dense), using=DENSE) if dense is not None else None
+        sparse_query = (
+            q.Query.Nearest(_sparse(sparse), using=SPARSE)
+            if sparse is not None and sparse.indices
+            else None
+        )
+        if mode == "hybrid":
+            prefetches = [
+                q.Prefetch(query=query, limit=candidates, filter=condition)
+                for query in (dense_query, sparse_query)
+                if query is not None
+            ]
+            request = q.QueryRequest(
+                prefetches=prefetches,
+                query=q.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub lags the API
+                filter=condition,
+                limit=limit,
+                with_payload=True,
+            )
+        else:
+            query = dense_query if mode == "dense" else sparse_query
+            if query is None:
+                return []
+            request = q.QueryRequest(query=query, filter=condition, limit=limit, with_payload=True)
+        return [
+            Hit(id=str(p.id), score=p.score, payload=dict(p.payload or {}))
+            for p in self.shard.query(request)
+        ]
+
+    def count(self, *, document_id: int | None = None, live_only: bool = False) -> int:
+        must: list[Any] = []
+        if document_id is not None:
+            must.append(_match(DOCUMENT_ID, document_id))
+        if live_only:
+            must.append(_match(LIVE, True))
+        return int(self.shard.count(q.CountRequest(filter=q.Filter(must=must) if must else None)))
+
+    def close(self) -> None:
+        self.shard.flush()
+        self.shard.close()

@@ -1,0 +1,207 @@
+"""A Qdrant server or cluster through qdrant-client (production). Its local mode
+(`QdrantClient(path=...)`) speaks the same API, which is how the tests run this code."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from ingest.sparse import SparseVector
+from ingest.vectors.base import (
+    COLLECTION_ID,
+    DOCUMENT_ID,
+    LIVE,
+    VERSION,
+    Hit,
+    Point,
+    Scope,
+    SearchMode,
+)
+
+DENSE = "dense"
+SPARSE = "sparse"
+RRF_K = 60  # as the edge adapter; the server's default differs
+
+
+def _match(field: str, value: Any) -> models.FieldCondition:
+    return models.FieldCondition(key=field, match=models.MatchValue(value=value))
+
+
+def _scope_filter(scope: Scope) -> models.Filter:
+    must: list[models.Condition] = [
+        _match(LIVE, True),
+        models.FieldCondition(
+            key=COLLECTION_ID, match=models.MatchAny(any=list(scope.collection_ids))
+        ),
+    ]
+    if scope.document_ids is not None:
+        must.append(
+            models.FieldCondition(
+                key=DOCUMENT_ID, match=models.MatchAny(any=list(scope.document_ids))
+            )
+        )
+    if scope.content_types is not None:
+        must.append(
+            models.FieldCondition(
+                key="content_type", match=models.MatchAny(any=list(scope.content_types))
+            )
+        )
+    return models.Filter(must=must)
+
+
+def _sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=vector.indices, values=vector.values)
+
+
+class ServerStore:
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        collection: str,
+        dimensions: int,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+    ) -> "ServerStore":
+        client = QdrantClient(path=path) if path else QdrantClient(url=url, api_key=api_key)
+        store = cls(client, collection)
+        store._ensure(dimensions)
+        return store
+
+    def _ensure(self, dimensions: int) -> None:
+        if self.client.collection_exists(self.collection):
+            return
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)
+            },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+        )
+        for field, schema in (
+            (COLLECTION_ID, models.PayloadSchemaType.INTEGER),
+            (DOCUMENT_ID, models.PayloadSchemaType.INTEGER),
+            (LIVE, models.PayloadSchemaType.BOOL),
+            ("content_type", models.PayloadSchemaType.KEYWORD),
+        ):
+            self.client.create_payload_index(self.collection, field, field_schema=schema)
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        self.client.upsert(
+            self.collection,
+            points=[
+                models.PointStruct(
+                    id=point.id,
+                    vector={DENSE: list(point.dense), SPARSE: _sparse(point.sparse)},
+                    payload=point.payload,
+                )
+                for point in points
+            ],
+            wait=True,
+        )
+
+    def _version_filter(self, document_id: int, version: int) -> models.Filter:
+        return models.Filter(must=[_match(DOCUMENT_ID, document_id), _match(VERSION, version)])
+
+    def set_live(self, *, document_id: int, version: int) -> None:
+        self.client.set_payload(
+            self.collection,
+            payload={LIVE: True},
+            points=self._version_filter(document_id, version),
+            wait=True,
+        )
+
+    def delete(self, *, document_id: int, version: int | None = None) -> None:
+        condition = (
+            self._version_filter(document_id, version)
+            if version is not None
+            else models.Filter(must=[_match(DOCUMENT_ID, document_id)])
+        )
+        self.client.delete(
+            self.collection, points_selector=models.FilterSelector(filter=condition), wait=True
+        )
+
+    def delete_other_versions(self, *, document_id: int, keep_version: int) -> None:
+        condition = models.Filter(
+            must=[_match(DOCUMENT_ID, document_id)], must_not=[_match(VERSION, keep_version)]
+        )
+        self.client.delete(
+            self.collection, points_selector=models.FilterSelector(filter=condition), wait=True
+        )
+
+    def search(
+        self,
+        *,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        scope: Scope,
+        limit: int,
+        mode: SearchMode = "hybrid",
+        candidates: int = 100,
+    ) -> list[Hit]:
+        if not scope.collection_ids:
+            return []
+        condition = _scope_filter(scope)
+        if mode == "hybrid":
+            prefetch = []
+            if dense is not None:
+                prefetch.append(
+                    models.Prefetch(
+                        query=list(dense), using=DENSE, filter=condition, limit=candidates
+                    )
+                )
+            if sparse is not None and sparse.indices:
+                prefetch.append(
+                    models.Prefetch(
+                        query=_sparse(sparse), using=SPARSE, filter=condition, limit=candidates
+                    )
+                )
+            response = self.client.query_points(
+                self.collection,
+                prefetch=prefetch,
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                query_filter=condition,
+                limit=limit,
+                with_payload=True,
+            )
+        elif mode == "dense":
+            assert dense is not None
+            response = self.client.query_points(
+                self.collection,
+                query=list(dense),
+                using=DENSE,
+                query_filter=condition,
+                limit=limit,
+                with_payload=True,
+            )
+        else:
+            if sparse is None or not sparse.indices:
+                return []
+            response = self.client.query_points(
+                self.collection,
+                query=_sparse(sparse),
+                using=SPARSE,
+                query_filter=condition,
+                limit=limit,
+                with_payload=True,
+            )
+        return [Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in response.points]
+
+    def count(self, *, document_id: int | None = None, live_only: bool = False) -> int:
+        must: list[models.Condition] = []
+        if document_id is not None:
+            must.append(_match(DOCUMENT_ID, document_id))
+        if live_only:
+            must.append(_match(LIVE, True))
+        result = self.client.count(
+            self.collection, count_filter=models.Filter(must=must) if must else None, exact=True
+        )
+        return result.count
+
+    def close(self) -> None:
+        self.client.close()
