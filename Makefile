@@ -11,9 +11,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Installs once, again whenever pyproject.toml changes.
+# Installs once, again whenever pyproject.toml changes. torch goes first, pinned, so
+# that no other package pulls a multi-GB CUDA build onto a CPU machine. unstructured's
+# PDF layout code imports unstructured-inference, whose model dependencies it never
+# uses in "fast" mode: installed without them.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps unstructured-inference==1.6.14
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

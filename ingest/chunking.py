@@ -7,6 +7,7 @@ context (embedded with it). A table stays one passage with its header row; a tab
 long for one is split by rows, each part repeating the header.
 """
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ from ingest.parsing import Element
 OVERLAP_TOKENS = 24
 MAX_CONTEXT_TOKENS = 48
 MIN_RUN_TOKENS = 100
+# A "word" this long is a blob (base64, a minified line, a hostile file): it has no
+# meaning to search and would become one unknown word piece. It is dropped.
+_BLOB = re.compile(r"\S{100,}")
 # Running heads and page numbers repeat on every page and say nothing.
 SKIPPED_TYPES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
 
@@ -120,7 +124,9 @@ def passages(elements: list[Element], *, title: str) -> Iterator[Passage]:
     for section, page, kind, texts in _groups(elements):
         context = _context(title, section)
         size = budget - embedder.count_tokens(context) - 1  # the newline between them
-        text = "\n\n".join(texts)
+        text = _BLOB.sub(" ", "\n\n".join(texts)).strip()
+        if not text:
+            continue
         pieces = _split_table(text, size) if kind == "Table" else _split_text(text, size)
         for piece in pieces:
             tokens = embedder.count_tokens(piece)

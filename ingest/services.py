@@ -268,6 +268,16 @@ def version_parse(*, version_id: int) -> None:
         )
         for index, passage in enumerate(passages(parsed.elements, title=document.title))
     ]
+    if not rows:
+        mark_failed(version_id, "no readable text found in the file")
+        return
+    if len(rows) > settings.KB_MAX_PASSAGES:
+        mark_failed(
+            version_id,
+            f"the document is too long: {len(rows)} passages, over the limit of "
+            f"{settings.KB_MAX_PASSAGES} (KB_MAX_PASSAGES); split it into smaller files",
+        )
+        return
     with transaction.atomic():
         # A repeat after a crash replaces what the first attempt wrote.
         Chunk.objects.filter(version_id=version_id).delete()
@@ -309,7 +319,7 @@ def version_embed(*, version_id: int) -> None:
                         "chunk_id": chunk.pk,
                         "page": chunk.page,
                         "content_type": version.content_type,
-                        "live": False,
+                        "live": 0,
                     },
                 )
                 for chunk, vector in zip(part, dense, strict=True)

@@ -166,6 +166,7 @@ CELERY_TIMEZONE = "UTC"
 
 # Ingestion.
 KB_MAX_UPLOAD_MB = env_int("KB_MAX_UPLOAD_MB", 200, minimum=1)
+KB_MAX_PASSAGES = env_int("KB_MAX_PASSAGES", 50_000, minimum=1)
 KB_EMBEDDING_MODEL_PATH = env_str("KB_EMBEDDING_MODEL_PATH")  # default: the bundled MiniLM
 KB_EMBEDDING_DEVICE = env_str("KB_EMBEDDING_DEVICE")  # default: cuda when present, else cpu
 KB_EMBEDDING_BATCH_SIZE = env_int("KB_EMBEDDING_BATCH_SIZE", 16, minimum=1)

@@ -39,6 +39,27 @@ def _fast_password_hashing(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    """Each test gets its own files and vector store."""
+    from ingest.vectors import vector_store_close
+
+    settings.KB_DATA_DIR = tmp_path
+    yield tmp_path
+    vector_store_close()
+
+
+@pytest.fixture
+def pipeline(transactional_db):
+    """Background work runs at once, in this process, as each transaction commits."""
+    from kb.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager = False
+
+
 @pytest.fixture
 def alice(db: None) -> User:
     return user_create(username="alice", password="alice-pass-123", actor=SYSTEM)[0]

@@ -11,7 +11,7 @@ COLLECTION_ID = "collection_id"
 DOCUMENT_ID = "document_id"
 VERSION = "version"
 CHUNK_ID = "chunk_id"
-LIVE = "live"
+LIVE = "live"  # 0 or 1: the in-process engine does not match booleans
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def _match(field: str, value: Any) -> q.FieldCondition:
 
 def _scope_filter(scope: Scope) -> q.Filter:
     must: list[Any] = [
-        _match(LIVE, True),
+        _match(LIVE, 1),
         q.FieldCondition(key=COLLECTION_ID, match=q.MatchAny(any=list(scope.collection_ids))),
     ]
     if scope.document_ids is not None:
@@ -85,7 +85,7 @@ class EdgeStore:
         for field, schema in (
             (COLLECTION_ID, q.PayloadSchemaType.Integer),
             (DOCUMENT_ID, q.PayloadSchemaType.Integer),
-            (LIVE, q.PayloadSchemaType.Bool),
+            (LIVE, q.PayloadSchemaType.Integer),
             ("content_type", q.PayloadSchemaType.Keyword),
         ):
             shard.update(q.UpdateOperation.create_field_index(field, schema))
@@ -111,7 +111,7 @@ class EdgeStore:
     def set_live(self, *, document_id: int, version: int) -> None:
         self.shard.update(
             q.UpdateOperation.set_payload_by_filter(
-                self._version_filter(document_id, version), {LIVE: True}
+                self._version_filter(document_id, version), {LIVE: 1}
             )
         )
 
@@ -176,7 +176,7 @@ class EdgeStore:
         if document_id is not None:
             must.append(_match(DOCUMENT_ID, document_id))
         if live_only:
-            must.append(_match(LIVE, True))
+            must.append(_match(LIVE, 1))
         return int(self.shard.count(q.CountRequest(filter=q.Filter(must=must) if must else None)))
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ def _match(field: str, value: Any) -> models.FieldCondition:
 
 def _scope_filter(scope: Scope) -> models.Filter:
     must: list[models.Condition] = [
-        _match(LIVE, True),
+        _match(LIVE, 1),
         models.FieldCondition(
             key=COLLECTION_ID, match=models.MatchAny(any=list(scope.collection_ids))
         ),
@@ -86,7 +86,7 @@ class ServerStore:
         for field, schema in (
             (COLLECTION_ID, models.PayloadSchemaType.INTEGER),
             (DOCUMENT_ID, models.PayloadSchemaType.INTEGER),
-            (LIVE, models.PayloadSchemaType.BOOL),
+            (LIVE, models.PayloadSchemaType.INTEGER),
             ("content_type", models.PayloadSchemaType.KEYWORD),
         ):
             self.client.create_payload_index(self.collection, field, field_schema=schema)
@@ -111,7 +111,7 @@ class ServerStore:
     def set_live(self, *, document_id: int, version: int) -> None:
         self.client.set_payload(
             self.collection,
-            payload={LIVE: True},
+            payload={LIVE: 1},
             points=self._version_filter(document_id, version),
             wait=True,
         )
@@ -197,7 +197,7 @@ class ServerStore:
         if document_id is not None:
             must.append(_match(DOCUMENT_ID, document_id))
         if live_only:
-            must.append(_match(LIVE, True))
+            must.append(_match(LIVE, 1))
         result = self.client.count(
             self.collection, count_filter=models.Filter(must=must) if must else None, exact=True
         )

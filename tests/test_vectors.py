@@ -1,0 +1,140 @@
+"""One contract, two back ends: Qdrant's in-process engine (the embedded default) and
+qdrant-client, whose local mode stands in for a Qdrant server here."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ingest.sparse import encode_document, encode_query
+from ingest.vectors.base import Point, Scope
+from ingest.vectors.edge import EdgeStore
+from ingest.vectors.server import ServerStore
+
+DIM = 8
+TEXTS = {
+    (1, 10, 1): "annual leave policy for employees",
+    (1, 10, 2): "annual leave policy, revised edition",
+    (1, 11, 1): "server rack cooling and power budget",
+    (2, 20, 1): "annual leave for contractors in the secret division",
+}
+
+
+def vector(seed: int) -> list[float]:
+    values = np.random.default_rng(seed).standard_normal(DIM)
+    return (values / np.linalg.norm(values)).tolist()
+
+
+def point(collection: int, document: int, version: int, index: int = 0, live: bool = True) -> Point:
+    text = TEXTS[(collection, document, version)]
+    return Point(
+        id=f"00000000-0000-0000-0000-{collection:04d}{document:04d}{version:04d}",
+        dense=vector(document * 10 + version),
+        sparse=encode_document(text),
+        payload={
+            "collection_id": collection,
+            "document_id": document,
+            "version": version,
+            "chunk_id": document * 10 + version,
+            "page": 1,
+            "content_type": "text/plain",
+            "live": int(live),
+        },
+    )
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request, tmp_path):
+    if request.param == "edge":
+        opened = EdgeStore.open(tmp_path / "edge", dimensions=DIM)
+    else:
+        opened = ServerStore.connect(path=str(tmp_path / "local"), collection="kb-test", dimensions=DIM)
+    opened.upsert([point(1, 10, 1), point(1, 11, 1), point(2, 20, 1)])
+    yield opened
+    opened.close()
+
+
+def docs(hits) -> list[int]:
+    return sorted(h.payload["document_id"] for h in hits)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
+def test_search_sees_only_permitted_collections(store, mode):
+    hits = store.search(
+        dense=vector(101), sparse=encode_query("annual leave"), scope=Scope([1]), limit=10, mode=mode
+    )
+    assert hits and all(h.payload["collection_id"] == 1 for h in hits)
+    everything = store.search(
+        dense=vector(101), sparse=encode_query("annual leave"), scope=Scope([1, 2]), limit=10, mode=mode
+    )
+    assert 20 in docs(everything)
+
+
+def test_nothing_permitted_finds_nothing(store):
+    assert store.search(dense=vector(1), sparse=encode_query("leave"), scope=Scope([]), limit=10) == []
+
+
+def test_sparse_ranks_the_matching_words_first(store):
+    hits = store.search(
+        dense=None, sparse=encode_query("cooling power"), scope=Scope([1, 2]), limit=3, mode="sparse"
+    )
+    assert hits[0].payload["document_id"] == 11
+
+
+def test_hybrid_fuses_both_rankings(store):
+    hits = store.search(
+        dense=vector(111), sparse=encode_query("annual leave"), scope=Scope([1]), limit=2
+    )
+    # Dense finds document 11 (its own vector), sparse finds document 10 (the words).
+    assert docs(hits) == [10, 11]
+
+
+def test_scope_narrows_to_documents_and_types(store):
+    hits = store.search(
+        dense=vector(1), sparse=None, scope=Scope([1, 2], document_ids=[11]), limit=10, mode="dense"
+    )
+    assert docs(hits) == [11]
+    none = store.search(
+        dense=vector(1), sparse=None, scope=Scope([1], content_types=["application/pdf"]), limit=10
+    )
+    assert none == []
+
+
+def test_a_version_is_invisible_until_it_goes_live(store):
+    store.upsert([point(1, 10, 2, live=False)])
+    assert store.count(document_id=10) == 2
+    assert store.count(document_id=10, live_only=True) == 1
+    found = store.search(dense=None, sparse=encode_query("annual leave policy"), scope=Scope([1]), limit=10, mode="sparse")
+    assert [h.payload["version"] for h in found] == [1]
+    store.set_live(document_id=10, version=2)
+    store.delete_other_versions(document_id=10, keep_version=2)
+    found = store.search(dense=None, sparse=encode_query("annual leave policy"), scope=Scope([1]), limit=10, mode="sparse")
+    assert [h.payload["version"] for h in found] == [2]
+    assert store.count(document_id=10) == 1
+
+
+def test_upsert_is_idempotent_and_delete_removes_everything(store):
+    store.upsert([point(1, 11, 1)])
+    assert store.count() == 3
+    store.delete(document_id=11)
+    assert store.count(document_id=11) == 0
+    assert store.count() == 2
+    store.delete(document_id=20, version=1)
+    assert store.count() == 1
+
+
+def test_edge_store_admits_one_process(tmp_path):
+    store = EdgeStore.open(tmp_path / "edge", dimensions=DIM)
+    try:
+        code = (
+            "import sys; from pathlib import Path; from ingest.vectors.edge import EdgeStore, ShardBusy\n"
+            "try:\n    EdgeStore.open(Path(sys.argv[1]), dimensions=8)\n"
+            "except ShardBusy as e:\n    print('busy:', e)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "edge")], capture_output=True, text=True, check=True
+        )
+        assert "busy: the vector store" in result.stdout
+    finally:
+        store.close()
