@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from django.http import HttpRequest
-from ninja import File, Router, Schema
+from ninja import File, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from ingest import selectors, services
@@ -68,7 +68,7 @@ class DocumentOut(Schema):
 @router.post("/collections/{slug}/documents", response={202: list[UploadOut]})
 def documents_upload(
     request: HttpRequest, slug: str, file: File[list[UploadedFile]]
-) -> tuple[int, list[UploadOut]]:
+) -> Status[list[UploadOut]]:
     principal = principal_of(request)
     collection, _ = collection_get(principal, slug, role=Role.EDITOR)
     results = []
@@ -88,7 +88,7 @@ def documents_upload(
                         status=selectors.status_of(result.version.stage),
                     )
                 )
-    return 202, results
+    return Status(202, results)
 
 
 class DocumentPage(Schema):
@@ -128,8 +128,8 @@ def document_detail(request: HttpRequest, document_id: int) -> DocumentOut:
 
 
 @router.delete("/documents/{document_id}", response={204: None})
-def document_remove(request: HttpRequest, document_id: int) -> tuple[int, None]:
+def document_remove(request: HttpRequest, document_id: int) -> Status[None]:
     principal = principal_of(request)
     document = selectors.document_get(principal, document_id, role=Role.EDITOR)
     services.document_delete(document=document, actor=principal)
-    return 204, None
+    return Status(204, None)

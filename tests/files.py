@@ -24,7 +24,9 @@ def make(kind: str, folder: Path, name: str | None = None, text: str | None = No
     if kind == "txt":
         path.write_text(f"Team notes\n\n{fact}\n\nOther items were postponed.\n")
     elif kind == "md":
-        path.write_text(f"---\ntitle: Handbook\n---\n# Time off\n\n{fact}\n\n## Sick leave\n\nCall in.\n")
+        path.write_text(
+            f"---\ntitle: Handbook\n---\n# Time off\n\n{fact}\n\n## Sick leave\n\nCall in.\n"
+        )
     elif kind == "html":
         path.write_text(
             f"<html><head><title>Security</title><script>var x=1;</script></head>"

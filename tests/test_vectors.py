@@ -46,10 +46,13 @@ def point(collection: int, document: int, version: int, index: int = 0, live: bo
 
 @pytest.fixture(params=["edge", "server"])
 def store(request, tmp_path):
+    opened: EdgeStore | ServerStore
     if request.param == "edge":
         opened = EdgeStore.open(tmp_path / "edge", dimensions=DIM)
     else:
-        opened = ServerStore.connect(path=str(tmp_path / "local"), collection="kb-test", dimensions=DIM)
+        opened = ServerStore.connect(
+            path=str(tmp_path / "local"), collection="kb-test", dimensions=DIM
+        )
     opened.upsert([point(1, 10, 1), point(1, 11, 1), point(2, 20, 1)])
     yield opened
     opened.close()
@@ -62,22 +65,36 @@ def docs(hits) -> list[int]:
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
 def test_search_sees_only_permitted_collections(store, mode):
     hits = store.search(
-        dense=vector(101), sparse=encode_query("annual leave"), scope=Scope([1]), limit=10, mode=mode
+        dense=vector(101),
+        sparse=encode_query("annual leave"),
+        scope=Scope([1]),
+        limit=10,
+        mode=mode,
     )
     assert hits and all(h.payload["collection_id"] == 1 for h in hits)
     everything = store.search(
-        dense=vector(101), sparse=encode_query("annual leave"), scope=Scope([1, 2]), limit=10, mode=mode
+        dense=vector(101),
+        sparse=encode_query("annual leave"),
+        scope=Scope([1, 2]),
+        limit=10,
+        mode=mode,
     )
     assert 20 in docs(everything)
 
 
 def test_nothing_permitted_finds_nothing(store):
-    assert store.search(dense=vector(1), sparse=encode_query("leave"), scope=Scope([]), limit=10) == []
+    assert (
+        store.search(dense=vector(1), sparse=encode_query("leave"), scope=Scope([]), limit=10) == []
+    )
 
 
 def test_sparse_ranks_the_matching_words_first(store):
     hits = store.search(
-        dense=None, sparse=encode_query("cooling power"), scope=Scope([1, 2]), limit=3, mode="sparse"
+        dense=None,
+        sparse=encode_query("cooling power"),
+        scope=Scope([1, 2]),
+        limit=3,
+        mode="sparse",
     )
     assert hits[0].payload["document_id"] == 11
 
@@ -105,11 +122,23 @@ def test_a_version_is_invisible_until_it_goes_live(store):
     store.upsert([point(1, 10, 2, live=False)])
     assert store.count(document_id=10) == 2
     assert store.count(document_id=10, live_only=True) == 1
-    found = store.search(dense=None, sparse=encode_query("annual leave policy"), scope=Scope([1]), limit=10, mode="sparse")
+    found = store.search(
+        dense=None,
+        sparse=encode_query("annual leave policy"),
+        scope=Scope([1]),
+        limit=10,
+        mode="sparse",
+    )
     assert [h.payload["version"] for h in found] == [1]
     store.set_live(document_id=10, version=2)
     store.delete_other_versions(document_id=10, keep_version=2)
-    found = store.search(dense=None, sparse=encode_query("annual leave policy"), scope=Scope([1]), limit=10, mode="sparse")
+    found = store.search(
+        dense=None,
+        sparse=encode_query("annual leave policy"),
+        scope=Scope([1]),
+        limit=10,
+        mode="sparse",
+    )
     assert [h.payload["version"] for h in found] == [2]
     assert store.count(document_id=10) == 1
 
@@ -128,12 +157,16 @@ def test_edge_store_admits_one_process(tmp_path):
     store = EdgeStore.open(tmp_path / "edge", dimensions=DIM)
     try:
         code = (
-            "import sys; from pathlib import Path; from ingest.vectors.edge import EdgeStore, ShardBusy\n"
+            "import sys; from pathlib import Path\n"
+            "from ingest.vectors.edge import EdgeStore, ShardBusy\n"
             "try:\n    EdgeStore.open(Path(sys.argv[1]), dimensions=8)\n"
             "except ShardBusy as e:\n    print('busy:', e)\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path / "edge")], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code, str(tmp_path / "edge")],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert "busy: the vector store" in result.stdout
     finally:

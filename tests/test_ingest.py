@@ -1,0 +1,278 @@
+"""The ingestion pipeline end to end: real parser, real model, real in-process Qdrant."""
+
+import io
+import socket
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from ingest import storage
+from ingest.models import Chunk, Document, DocumentVersion, Stage
+from ingest.services import document_delete, document_upload
+from ingest.sparse import encode_query
+from ingest.vectors import vector_store
+from ingest.vectors.base import Scope
+from kb.audit import SYSTEM
+from kb.models import AuditEvent
+from tests import files
+from tests.conftest import logged_in
+
+
+def upload(collection, name: str, data: bytes):
+    return document_upload(collection=collection, actor=SYSTEM, path=name, stream=io.BytesIO(data))
+
+
+def upload_file(collection, path):
+    return upload(collection, path.name, path.read_bytes())
+
+
+def version_of(result) -> DocumentVersion:
+    return DocumentVersion.objects.get(pk=result.version.pk)
+
+
+def found(collection, words: str) -> list[int]:
+    hits = vector_store().search(
+        dense=None,
+        sparse=encode_query(words),
+        scope=Scope([collection.pk]),
+        limit=10,
+        mode="sparse",
+    )
+    return [h.payload["document_id"] for h in hits]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection off this machine fails the test."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")
+        ):
+            raise AssertionError(f"network access attempted: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.mark.parametrize("kind", sorted(files.FACTS))
+def test_every_format_is_indexed_offline(pipeline, hr, tmp_path, no_network, kind):
+    (result,) = upload_file(hr, files.make(kind, tmp_path))
+    version = version_of(result)
+    assert version.stage == Stage.READY, version.error
+    assert version.progress == 1.0
+    chunks = list(Chunk.objects.filter(version=version))
+    assert chunks and any(files.FACTS[kind] in c.text for c in chunks)
+    assert all(c.token_count + len(c.context) // 100 <= 254 for c in chunks)
+    assert result.document.pk in found(hr, files.FACTS[kind])
+    assert vector_store().count(document_id=result.document.pk) == len(chunks)
+
+
+def test_passages_fit_the_model_window_and_keep_pages(pipeline, hr, tmp_path):
+    from ingest import embedder
+
+    long_text = " ".join(
+        f"Sentence {n} explains rule {n} of the travel policy." for n in range(400)
+    )
+    path = files.write_pdf(tmp_path / "long.pdf", [long_text[:3000], long_text[3000:6000]])
+    (result,) = upload_file(hr, path)
+    version = version_of(result)
+    assert version.stage == Stage.READY and version.pages == 2
+    chunks = list(Chunk.objects.filter(version=version))
+    for chunk in chunks:
+        assert embedder.count_tokens(f"{chunk.context}\n{chunk.text}") + 2 <= embedder.max_tokens()
+        assert chunk.context.startswith("long")
+    assert {c.page for c in chunks} == {1, 2}
+
+
+def test_table_stays_with_its_header_row(pipeline, hr, tmp_path):
+    (result,) = upload_file(hr, files.make("csv", tmp_path))
+    (chunk,) = Chunk.objects.filter(version=version_of(result))
+    assert chunk.element_type == "Table"
+    assert chunk.text.splitlines()[0] == "fruit | colour | price"
+
+
+def test_same_content_twice_is_one_document(pipeline, hr, tmp_path):
+    data = files.make("txt", tmp_path).read_bytes()
+    (first,) = upload(hr, "notes.txt", data)
+    chunks = Chunk.objects.count()
+    (again,) = upload(hr, "copy-of-notes.txt", data)
+    assert again.duplicate and again.document.pk == first.document.pk
+    assert Chunk.objects.count() == chunks
+    assert Document.objects.count() == 1
+
+
+def test_changed_file_becomes_a_new_version_that_replaces_the_old(pipeline, hr, monkeypatch):
+    from ingest import services
+
+    (first,) = upload(hr, "policy.txt", b"The old rule: lunch is at noon.\n")
+    assert found(hr, "lunch noon") == [first.document.pk]
+    with monkeypatch.context() as held:
+        held.setattr(services, "_enqueue_parse", lambda version_id: None)  # a lost message
+        (second,) = upload(hr, "policy.txt", b"The new rule: dinner is at seven.\n")
+    assert second.document.pk == first.document.pk and second.version.number == 2
+    # Until the new version is whole, the old one answers.
+    assert found(hr, "lunch noon") == [first.document.pk]
+    assert found(hr, "dinner seven") == []
+    services.ingest_reconcile()
+    assert version_of(second).stage == Stage.READY
+    assert found(hr, "dinner seven") == [first.document.pk]
+    assert found(hr, "lunch noon") == []
+    document = Document.objects.get(pk=first.document.pk)
+    assert document.live_version_id == second.version.pk
+    assert not Chunk.objects.filter(version_id=first.version.pk).exists()
+    assert (
+        vector_store().count(document_id=document.pk)
+        == Chunk.objects.filter(document=document).count()
+    )
+
+
+def test_delete_leaves_nothing_behind(pipeline, hr, tmp_path):
+    (result,) = upload_file(hr, files.make("docx", tmp_path))
+    document = Document.objects.get(pk=result.document.pk)
+    sha = version_of(result).sha256
+    assert vector_store().count(document_id=document.pk) > 0
+    document_delete(document=document, actor=SYSTEM)
+    assert vector_store().count(document_id=document.pk) == 0
+    assert not Chunk.objects.filter(document_id=document.pk).exists()
+    assert not storage.path_for(sha).exists()
+    assert AuditEvent.objects.filter(action="document.delete").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "make_bytes", "message"),
+    [
+        ("empty.txt", lambda tmp: b"", "the file is empty"),
+        ("corrupt.pdf", lambda tmp: b"%PDF-1.7\n" + bytes(range(256)) * 40, "damaged"),
+        ("report.pdf", lambda tmp: b"just text, honestly", "is not a PDF"),
+        ("memo.docx", lambda tmp: b"plain text pretending", "not a DOCX document"),
+        (
+            "locked.pdf",
+            lambda tmp: files.write_pdf(
+                tmp / "l.pdf", ["Secret plans"], password="pw"
+            ).read_bytes(),
+            "password-protected",
+        ),
+        ("blob.txt", lambda tmp: b"x" * 5_000_000, "no readable text"),
+    ],
+)
+def test_bad_files_fail_clearly_and_harm_nothing(pipeline, hr, tmp_path, name, make_bytes, message):
+    (good,) = upload_file(hr, files.make("md", tmp_path))
+    (bad,) = upload(hr, name, make_bytes(tmp_path))
+    version = version_of(bad)
+    assert version.stage == Stage.FAILED
+    assert message in version.error
+    assert version_of(good).stage == Stage.READY
+    assert found(hr, files.FACTS["md"]) == [good.document.pk]
+    assert vector_store().count(document_id=bad.document.pk) == 0
+
+
+def test_file_over_the_size_limit_is_refused(pipeline, hr, settings):
+    settings.KB_MAX_UPLOAD_MB = 1
+    (result,) = upload(hr, "big.txt", b"word " * 300_000)
+    assert result.document is None and "larger than the 1 MB limit" in result.error
+    assert not list(storage.files_dir().glob(".upload-*"))
+
+
+def test_zip_members_become_documents_and_hostile_entries_are_refused(pipeline, hr, tmp_path):
+    inner_most = files.zip_bytes({"deep.txt": b"too deep"})
+    inner = files.zip_bytes({"level2.zip": inner_most, "ok2.txt": b"Nested fine text about kites."})
+    archive = files.zip_bytes(
+        {
+            "a.txt": b"Archive text about sailing boats.",
+            "sub/b.md": b"# Boats\n\nMarkdown about rowing.",
+            "../escape.txt": b"should never land",
+            "/abs.txt": b"absolute",
+            "level1.zip": inner,
+        }
+    )
+    results = upload(hr, "bundle.zip", archive)
+    by_path = {r.path: r for r in results}
+    assert by_path["bundle.zip/a.txt"].document is not None
+    assert by_path["bundle.zip/sub/b.md"].document is not None
+    assert by_path["bundle.zip/level1.zip/ok2.txt"].document is not None
+    assert "leaves the archive" in by_path["bundle.zip/../escape.txt"].error
+    assert "leaves the archive" in by_path["bundle.zip//abs.txt"].error
+    assert "nested deeper" in by_path["bundle.zip/level1.zip/level2.zip"].error
+    assert not (tmp_path.parent / "escape.txt").exists()
+    assert Document.objects.filter(path__contains="escape").count() == 0
+
+
+def test_zip_bomb_is_refused(pipeline, hr):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb.txt", b"0" * 50_000_000)
+        archive.writestr("fine.txt", b"A fine small file about apples.")
+    results = {r.path: r for r in upload(hr, "bomb.zip", buffer.getvalue())}
+    assert "zip bomb" in results["bomb.zip/bomb.txt"].error
+    assert results["bomb.zip/fine.txt"].document is not None
+
+
+def test_api_upload_status_list_and_delete(pipeline, hr, alice, bob, charlie, tmp_path):
+    owner = logged_in(alice)
+    path = files.make("txt", tmp_path)
+    with path.open("rb") as one, io.BytesIO(b"") as empty:
+        empty.name = "empty.txt"
+        response = owner.post("/api/v1/collections/hr/documents", {"file": [one, empty]})
+    assert response.status_code == 202
+    created, empty = response.json()
+    assert created["status"] == "queued" and created["title"] == "sample"
+    failed = owner.get(f"/api/v1/documents/{empty['id']}").json()
+    assert (failed["status"], failed["error"]) == ("failed", "the file is empty")
+    detail = owner.get(f"/api/v1/documents/{created['id']}").json()
+    assert detail["stage"] == "ready" and detail["progress"] == 1.0 and detail["chunks"] >= 1
+    assert detail["sha256"] == version_of_doc(created["id"]).sha256
+    listing = owner.get("/api/v1/collections/hr/documents?limit=1").json()
+    assert listing["count"] == 2 and len(listing["items"]) == 1
+    reader, outsider = logged_in(bob), logged_in(charlie)
+    with path.open("rb") as again:
+        assert reader.post("/api/v1/collections/hr/documents", {"file": again}).status_code == 403
+    assert outsider.get(f"/api/v1/documents/{created['id']}").status_code == 404
+    assert outsider.delete(f"/api/v1/documents/{created['id']}").status_code == 404
+    assert owner.delete(f"/api/v1/documents/{created['id']}").status_code == 204
+    assert owner.get(f"/api/v1/documents/{created['id']}").status_code == 404
+
+
+def version_of_doc(document_id: int) -> DocumentVersion:
+    return DocumentVersion.objects.filter(document_id=document_id).latest("number")
+
+
+def test_web_requests_do_not_load_the_ml_stack(tmp_path):
+    code = (
+        "import os, sys, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'kb.settings'\n"
+        "django.setup()\n"
+        "from django.test import Client\n"
+        "Client().get('/healthz'); Client().get('/api/v1/collections')\n"
+        "heavy = ('torch', 'sentence_transformers', 'unstructured', 'llama_index')\n"
+        "heavy = sorted(m for m in heavy if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"KB_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert "heavy: []" in result.stdout
+
+
+def test_ingest_folder_skips_unchanged_files(pipeline, hr, tmp_path):
+    from django.core.management import call_command
+
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    files.make("md", folder / "sub")
+    files.make("html", folder)
+    out = io.StringIO()
+    call_command("ingest_folder", "hr", str(folder), "--wait", stdout=out, stderr=io.StringIO())
+    assert out.getvalue().strip().splitlines()[-1].startswith("ingest files=2 ready=2 failed=0 ")
+    assert Document.objects.filter(path="sub/sample.md").exists()
+    out = io.StringIO()
+    call_command("ingest_folder", "hr", str(folder), "--wait", stdout=out, stderr=io.StringIO())
+    assert "queued 0 files, 2 unchanged" in out.getvalue()
