@@ -50,14 +50,18 @@ def data_dir(settings, tmp_path):
 
 
 @pytest.fixture
-def pipeline(transactional_db):
-    """Background work runs at once, in this process, as each transaction commits."""
+def audit_head(transactional_db) -> None:
+    """Transactional tests empty every table afterwards, the migration's row included."""
     from kb.audit import GENESIS
-    from kb.celery import app
     from kb.models import AuditChainHead
 
-    # Transactional tests empty every table afterwards, the migration's row included.
     AuditChainHead.objects.get_or_create(pk=1, defaults={"seq": 0, "hash": GENESIS})
+
+
+@pytest.fixture
+def pipeline(audit_head):
+    """Background work runs at once, in this process, as each transaction commits."""
+    from kb.celery import app
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
