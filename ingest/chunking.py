@@ -33,10 +33,6 @@ class Passage:
     element_type: str
     token_count: int
 
-    @property
-    def embedding_text(self) -> str:
-        return f"{self.context}\n{self.text}" if self.context else self.text
-
 
 def _budget() -> int:
     # [CLS] and [SEP] take two of the model's positions.

@@ -97,3 +97,8 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} #{self.index}"
+
+    @property
+    def embedding_text(self) -> str:
+        """What the vectors are made of: the passage with its title and heading."""
+        return f"{self.context}\n{self.text}" if self.context else self.text

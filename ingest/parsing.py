@@ -7,6 +7,7 @@ a message a person can act on instead of an empty document; PDF pages without a 
 layer are read by Tesseract OCR when it is installed.
 """
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -66,11 +67,10 @@ def table_text(html: str) -> str:
     return "\n".join(" | ".join(row) for row in parser.rows if any(row))
 
 
+@functools.cache
 def _offline() -> None:
     """unstructured's sentence tools want spaCy's English model and would fetch it from
     the internet on first use; the copy installed as a package serves instead."""
-    import functools
-
     from unstructured.nlp import tokenize
 
     @functools.cache
@@ -82,14 +82,8 @@ def _offline() -> None:
     tokenize._get_nlp = local_model
 
 
-_ready = False
-
-
 def _partition(path: Path, extension: str, **options: Any) -> list[Any]:
-    global _ready
-    if not _ready:
-        _offline()
-        _ready = True
+    _offline()
     common: dict[str, Any] = {"filename": str(path), "languages": ["eng"]}
     if extension == ".pdf":
         from unstructured.partition.pdf import partition_pdf

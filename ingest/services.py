@@ -305,13 +305,13 @@ def version_embed(*, version_id: int) -> None:
     batch = settings.KB_EMBEDDING_BATCH_SIZE * 4
     for start in range(0, len(chunks), batch):
         part = chunks[start : start + batch]
-        dense = embedder.embed([f"{c.context}\n{c.text}" if c.context else c.text for c in part])
+        dense = embedder.embed([c.embedding_text for c in part])
         store.upsert(
             [
                 Point(
                     id=str(chunk.point_id),
                     dense=vector.tolist(),
-                    sparse=sparse.encode_document(f"{chunk.context}\n{chunk.text}"),
+                    sparse=sparse.encode_document(chunk.embedding_text),
                     payload={
                         "collection_id": document.collection_id,
                         "document_id": document.pk,

@@ -17,7 +17,8 @@ class VersionTask(Task[Any, Any]):
         services.mark_failed(args[0], f"processing failed: {type(exc).__name__}: {exc}")
 
 
-@app.task(
+# Pipeline tasks: retried with jittered backoff on transient errors, then failed visibly.
+version_task = app.task(
     base=VersionTask,
     autoretry_for=TRANSIENT,
     retry_backoff=2,
@@ -25,18 +26,14 @@ class VersionTask(Task[Any, Any]):
     retry_jitter=True,
     max_retries=5,
 )
+
+
+@version_task
 def version_parse_task(version_id: int) -> None:
     services.version_parse(version_id=version_id)
 
 
-@app.task(
-    base=VersionTask,
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=5,
-)
+@version_task
 def version_embed_task(version_id: int) -> None:
     services.version_embed(version_id=version_id)
 

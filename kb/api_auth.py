@@ -23,9 +23,7 @@ class BearerTokenAuth(HttpBearer):
                 detail={"path": request.path},
             )
             return None
-        principal = Principal(user=found.user, token=found)
-        request.principal = principal  # type: ignore[attr-defined]
-        return principal
+        return Principal(user=found.user, token=found)
 
 
 class SessionPrincipalAuth(SessionAuth):
@@ -34,9 +32,7 @@ class SessionPrincipalAuth(SessionAuth):
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         user: Any = request.user
         if user.is_authenticated and user.is_active:
-            principal = Principal(user=user)
-            request.principal = principal  # type: ignore[attr-defined]
-            return principal
+            return Principal(user=user)
         return None
 
 
