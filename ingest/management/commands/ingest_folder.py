@@ -47,15 +47,15 @@ class Command(KbCommand):
                     if result.error:
                         refused += 1
                         self.stderr.write(f"refused {result.path}: {result.error}")
-                    elif result.duplicate:
-                        skipped += 1
                     elif result.version is not None:
+                        # Unchanged files count too: their earlier run may still be going.
+                        skipped += result.duplicate
                         version_ids.append(result.version.pk)
                 self._progress("queued ", n, len(files))
             self.stderr.write("")
             self.stdout.write(
-                f"queued {len(version_ids)} files, {skipped} unchanged, {refused} refused "
-                f"({worker.describe()})"
+                f"queued {len(version_ids) - skipped} files, {skipped} unchanged, "
+                f"{refused} refused ({worker.describe()})"
             )
             if not options["wait"]:
                 return
