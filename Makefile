@@ -15,9 +15,11 @@ $(BIN)/python:
 # that no other package pulls a multi-GB CUDA build onto a CPU machine. unstructured's
 # PDF layout code imports unstructured-inference, whose model dependencies it never
 # uses in "fast" mode: installed without them.
+# llama-cpp-python compiles (about 8 minutes, once: pip caches the wheel); without
+# GGML_NATIVE the build runs on any x86-64 CPU, not only the one that built it.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps unstructured-inference==1.6.14
 	touch $@
 

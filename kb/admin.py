@@ -3,11 +3,21 @@
 from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from kb import services
-from kb.models import ApiToken, AuditEvent, Collection, Membership, Role, ServiceAccount
+from kb.audit import audit_record
+from kb.models import (
+    ApiToken,
+    AuditEvent,
+    Collection,
+    Membership,
+    ModelProfile,
+    Role,
+    ServiceAccount,
+)
 from kb.principal import Principal
 
 
@@ -39,7 +49,9 @@ class CollectionAdmin(admin.ModelAdmin[Collection]):
     def save_model(self, request: HttpRequest, obj: Collection, form: Any, change: bool) -> None:
         if change:
             services.collection_update(
-                collection=obj, actor=_actor(request), name=obj.name, description=obj.description
+                collection=obj,
+                actor=_actor(request),
+                **{name: form.cleaned_data[name] for name in form.changed_data},
             )
         else:
             created, _ = services.collection_create(
@@ -120,6 +132,20 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ("action", "outcome", "actor_type")
     search_fields = ("actor_name", "query", "collections")
     date_hierarchy = "created_at"
+
+
+@admin.register(ModelProfile)
+class ModelProfileAdmin(admin.ModelAdmin[ModelProfile]):
+    list_display = ("name", "model", "is_local")
+
+    def save_model(self, request: HttpRequest, obj: ModelProfile, form: Any, change: bool) -> None:
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit_record(
+                action="model_profile.save",
+                actor=_actor(request),
+                detail={"profile": obj.name, "is_local": obj.is_local},
+            )
 
 
 admin.site.register(ServiceAccount, ReadOnlyAdmin)

@@ -59,8 +59,10 @@ def collection_detail(request: HttpRequest, slug: str) -> CollectionOut:
 
 def _routers() -> None:
     from ingest.api import router as documents
+    from retrieval.api import router as retrieval
 
     api.add_router("/", documents)
+    api.add_router("/", retrieval)
 
 
 _routers()

@@ -28,17 +28,63 @@ slug_validator = RegexValidator(
 )
 
 
+class ModelProfile(models.Model):
+    """An OpenAI-compatible model service (vLLM, llama.cpp, ...) that can answer.
+
+    Several base URLs serve the same model; requests are spread across the healthy
+    ones. `is_local` says it runs on the company's own machines: only local profiles
+    may answer for collections marked sensitive.
+    """
+
+    name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    base_urls = models.TextField(help_text="One OpenAI-compatible base URL per line.")
+    model = models.CharField(max_length=200)
+    api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of the environment variable with the key."
+    )
+    is_local = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def urls(self) -> list[str]:
+        return [line.strip() for line in self.base_urls.splitlines() if line.strip()]
+
+
 class Collection(models.Model):
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # How questions over this collection are answered.
+    system_prompt = models.TextField(blank=True, help_text="Added to kb's own instructions.")
+    refusal_message = models.TextField(
+        blank=True, help_text="Said when the documents do not answer (default: kb's)."
+    )
+    model_profile = models.ForeignKey(
+        ModelProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="collections"
+    )
+    sensitive = models.BooleanField(
+        default=False, help_text="Only models marked local may answer over this collection."
+    )
 
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.sensitive and self.model_profile and not self.model_profile.is_local:
+            raise ValidationError(
+                {"model_profile": "A sensitive collection may only use a local model profile."}
+            )
 
 
 class Membership(models.Model):

@@ -1,5 +1,6 @@
 """What the serving process starts beside the web app, by runtime shape.
 
+Without LLM_BASE_URL it starts the bundled small model's server beside it.
 Embedded default (no QDRANT_URL): this process is the one owner of the vector engine,
 so it opens it, runs the background worker in threads, re-queues whatever a previous
 run left unfinished, and keeps reconciling. Production: workers are separate processes
@@ -61,6 +62,14 @@ class _VectorStore:
 
 def runtime_start() -> Runtime:
     runtime = Runtime()
+    if settings.KB_LOCAL_LLM:
+        from retrieval.local_llm import LocalLlm
+
+        try:
+            runtime.parts.append(LocalLlm(settings.KB_LOCAL_LLM_PORT))
+        except RuntimeError:
+            # Search still works; questions answer 503 and say why.
+            logger.exception("the local model did not start")
     if not settings.KB_INPROCESS_WORKER:
         return runtime
     from ingest.services import ingest_reconcile

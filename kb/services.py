@@ -6,6 +6,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
@@ -66,15 +67,34 @@ def collection_create(
     return collection, True
 
 
+COLLECTION_SETTINGS = (
+    "name",
+    "description",
+    "system_prompt",
+    "refusal_message",
+    "model_profile",
+    "sensitive",
+)
+
+
 def collection_update(
-    *, collection: Collection, actor: Actor | Principal, name: str, description: str
+    *, collection: Collection, actor: Actor | Principal, **changes: Any
 ) -> Collection:
+    """Change a collection's settings (COLLECTION_SETTINGS); a sensitive collection is
+    refused a non-local model profile."""
+    if unknown := set(changes) - set(COLLECTION_SETTINGS):
+        raise ValidationError(f"unknown collection settings: {', '.join(sorted(unknown))}")
     with transaction.atomic():
-        collection.name = name
-        collection.description = description
+        for field, value in changes.items():
+            setattr(collection, field, value)
         collection.full_clean()
         collection.save()
-        audit_record(action="collection.update", actor=actor, collections=[collection.slug])
+        audit_record(
+            action="collection.update",
+            actor=actor,
+            collections=[collection.slug],
+            detail={"changed": sorted(changes)},
+        )
     return collection
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
-from kb.env import env_bool, env_int, env_list, env_secret, env_str
+from kb.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 # Lets admin classes carry their model's type (admin.ModelAdmin[Collection]).
 django_stubs_ext.monkeypatch()
@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "kb",
     "ingest",
+    "retrieval",
 ]
 
 MIDDLEWARE = [
@@ -131,7 +132,29 @@ X_FRAME_OPTIONS = "DENY"
 REDIS_URL = env_str("REDIS_URL")
 QDRANT_URL = env_str("QDRANT_URL")
 QDRANT_API_KEY = env_secret("QDRANT_API_KEY") or ""
-LLM_BASE_URL = env_str("LLM_BASE_URL")
+# Answers: OpenAI-compatible endpoints (vLLM in production), comma-separated; requests
+# are spread across the healthy ones. Unset: `serve` starts the bundled small local model.
+KB_LOCAL_LLM = not env_str("LLM_BASE_URL")
+KB_LOCAL_LLM_PORT = env_int("KB_LOCAL_LLM_PORT", 8012, minimum=1)
+LLM_BASE_URLS = env_list("LLM_BASE_URL") or [f"http://127.0.0.1:{KB_LOCAL_LLM_PORT}/v1"]
+LLM_MODEL = env_str("LLM_MODEL", "smollm2-135m" if KB_LOCAL_LLM else "")
+LLM_API_KEY = env_secret("LLM_API_KEY") or "none"
+LLM_IS_LOCAL = env_bool("LLM_IS_LOCAL", True)  # the default endpoints run on our machines
+KB_LLM_TIMEOUT = env_float("KB_LLM_TIMEOUT", 120.0)
+KB_LLM_CONNECT_TIMEOUT = env_float("KB_LLM_CONNECT_TIMEOUT", 3.0)
+KB_LLM_MAX_TOKENS = env_int("KB_LLM_MAX_TOKENS", 400, minimum=16)
+KB_LLM_RETRY_DOWN_SECONDS = env_float("KB_LLM_RETRY_DOWN_SECONDS", 30.0)
+# Retrieval.
+KB_MAX_QUESTION_CHARS = env_int("KB_MAX_QUESTION_CHARS", 2000, minimum=10)
+KB_SOURCES_MAX_CHARS = env_int("KB_SOURCES_MAX_CHARS", 6000, minimum=500)
+KB_ANSWER_SOURCES = env_int("KB_ANSWER_SOURCES", 5, minimum=1)
+KB_SEARCH_PER_DOCUMENT = env_int("KB_SEARCH_PER_DOCUMENT", 3, minimum=1)
+KB_RERANKER_PATH = env_str("KB_RERANKER_PATH")  # a local cross-encoder folder; off when unset
+KB_RERANK_CANDIDATES = env_int("KB_RERANK_CANDIDATES", 30, minimum=1)
+# Below this cosine similarity between question and best passage, kb does not ask the
+# model and says the documents do not answer (calibrated in bench/README.md).
+KB_REFUSAL_THRESHOLD = env_float("KB_REFUSAL_THRESHOLD", 0.25)
+KB_REFUSAL_MESSAGE = env_str("KB_REFUSAL_MESSAGE", "I could not find this in your documents.")
 
 # Celery: JSON payloads of ids, acknowledged after the work, bounded in time.
 # Redis in production; without REDIS_URL a folder on disk is the broker (one machine).

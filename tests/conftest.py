@@ -108,3 +108,39 @@ def logged_in(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def local_llm():
+    """The real bundled model behind llama.cpp's OpenAI-compatible server."""
+    from retrieval.local_llm import LocalLlm
+
+    server = LocalLlm(free_port())
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def llm_at(settings):
+    """Point the default model pool at these base URLs."""
+    from retrieval import llm
+
+    def point(*urls: str) -> None:
+        settings.LLM_BASE_URLS = list(urls)
+        settings.LLM_MODEL = "smollm2-135m"
+        llm._pools.clear()
+
+    yield point
+    llm._pools.clear()
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/v1"

@@ -1,0 +1,88 @@
+"""What the benchmarks share: a throw-away kb, BEIR data, and documents loaded through
+kb's real services (stage by stage, in this process)."""
+
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT.parent / "shared" / "eval"
+RESULTS = ROOT / "bench" / "results"
+
+
+def kb_setup(data_dir: Path | None = None) -> Path:
+    """Django on a fresh SQLite database and vector store in a temporary folder."""
+    data = data_dir or Path(tempfile.mkdtemp(prefix="kb-bench-"))
+    sys.path.insert(0, str(ROOT))
+    os.environ.update(
+        KB_DATA_DIR=str(data),
+        DJANGO_SETTINGS_MODULE="kb.settings",
+        DO_NOT_TRACK="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    for name in ("DATABASE_URL", "REDIS_URL", "QDRANT_URL"):
+        os.environ.pop(name, None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return data
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for line in path.read_text().splitlines()[1:]:
+        query_id, corpus_id, score = line.split("\t")
+        qrels.setdefault(query_id, {})[corpus_id] = int(score)
+    return qrels
+
+
+def load_texts(slug: str, documents: dict[str, str]) -> dict[int, str]:
+    """Ingest {name: markdown} through kb's services; returns {document id: name}."""
+    from ingest import services
+    from ingest.models import DocumentVersion, Stage
+    from kb.audit import SYSTEM
+    from kb.services import collection_create
+
+    collection = collection_create(slug=slug, name=slug, actor=SYSTEM)[0]
+    services._enqueue_parse = lambda version_id: None  # stages are driven below
+    services._enqueue_embed = lambda version_id: None
+    names = {}
+    for name, text in documents.items():
+        (result,) = services.document_upload(
+            collection=collection, actor=SYSTEM, path=f"{name}.md", stream=io.BytesIO(text.encode())
+        )
+        assert result.document is not None, result.error
+        names[result.document.pk] = name
+    versions = DocumentVersion.objects.filter(document__collection=collection)
+    for version_id in versions.filter(stage=Stage.QUEUED).values_list("pk", flat=True):
+        services.version_parse(version_id=version_id)
+    for version_id in versions.filter(stage=Stage.EMBEDDING).values_list("pk", flat=True):
+        services.version_embed(version_id=version_id)
+    failed = versions.filter(stage=Stage.FAILED).count()
+    if failed:
+        print(f"warning: {failed} documents failed to ingest", file=sys.stderr)
+    return names
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def save(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path

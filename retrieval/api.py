@@ -1,0 +1,184 @@
+"""REST: POST /api/v1/search and POST /api/v1/ask (JSON, or text/event-stream)."""
+
+import json
+from collections.abc import AsyncIterator, Generator, Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from ninja import Field, Router, Schema
+
+from kb.api_auth import principal_of
+from retrieval import services
+from retrieval.citations import Citation
+from retrieval.llm import LlmUnavailable
+from retrieval.search import Passage
+
+router = Router(tags=["retrieval"])
+
+
+class Filters(Schema):
+    document_ids: list[int] | None = None
+    content_types: list[str] | None = None
+    updated_after: datetime | None = None
+
+
+class SearchIn(Schema):
+    query: str = Field(..., min_length=1, max_length=2000)
+    collections: list[str] | None = None
+    top_k: int = Field(10, ge=1, le=100)
+    filters: Filters = Filters()
+    mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
+
+
+class PassageOut(Schema):
+    chunk_id: int
+    document_id: int
+    document_title: str
+    collection: str
+    text: str
+    score: float
+    page: int | None
+    section: str
+    url: str
+
+    @staticmethod
+    def of(passage: Passage, request: HttpRequest) -> "PassageOut":
+        return PassageOut(
+            chunk_id=passage.chunk_id,
+            document_id=passage.document_id,
+            document_title=passage.document_title,
+            collection=passage.collection,
+            text=passage.text,
+            score=round(passage.score, 5),
+            page=passage.page,
+            section=passage.section,
+            url=request.build_absolute_uri(passage.url),
+        )
+
+
+class SearchOut(Schema):
+    query_id: str
+    results: list[PassageOut]
+
+
+@router.post("/search", response=SearchOut)
+def search(request: HttpRequest, body: SearchIn) -> SearchOut:
+    query_id, result = services.search_run(
+        principal=principal_of(request),
+        query=body.query,
+        collections=body.collections,
+        top_k=body.top_k,
+        document_ids=body.filters.document_ids,
+        content_types=body.filters.content_types,
+        updated_after=body.filters.updated_after,
+        mode=body.mode,
+    )
+    return SearchOut(
+        query_id=query_id, results=[PassageOut.of(p, request) for p in result.passages]
+    )
+
+
+class Turn(Schema):
+    role: Literal["user", "assistant"]
+    content: str = Field(..., max_length=20000)
+
+
+class AskIn(Schema):
+    question: str = Field(..., min_length=1)
+    collections: list[str] | None = None
+    history: list[Turn] = Field(default_factory=list, max_length=50)
+    stream: bool = False
+
+
+def _citation(citation: Citation, request: HttpRequest) -> dict[str, Any]:
+    passage = citation.passage
+    return {
+        "n": citation.n,
+        "chunk_id": passage.chunk_id,
+        "document_id": passage.document_id,
+        "document_title": passage.document_title,
+        "page": passage.page,
+        "quote": citation.quote,
+        "url": request.build_absolute_uri(passage.url),
+    }
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
+
+
+def _unavailable(answer: services.Answer, request: HttpRequest, error: str) -> HttpResponse:
+    return _json(
+        {
+            "detail": f"The answering model is unavailable ({error}). Here are the passages.",
+            "query_id": answer.query_id,
+            "passages": _passages(answer, request),
+        },
+        status=503,
+    )
+
+
+def _passages(answer: services.Answer, request: HttpRequest) -> list[dict[str, Any]]:
+    return [PassageOut.of(p, request).dict() for p in answer.passages[:5]]
+
+
+@router.post("/ask")
+def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
+    try:
+        answer = services.question_answer(
+            principal=principal_of(request),
+            question=body.question,
+            collections=body.collections,
+            history=[turn.dict() for turn in body.history],
+        )
+    except services.QuestionTooLong as error:
+        return _json({"detail": str(error)}, status=422)
+    if answer.unavailable:
+        return _unavailable(answer, request, answer.unavailable)
+    if body.stream:
+        return _event_stream(answer.events(), request)
+    try:
+        events = list(answer.events())
+    except LlmUnavailable as error:
+        return _unavailable(answer, request, str(error))
+    done: dict[str, Any] = events[-1][1]
+    citations = [_citation(c, request) for c in events[-2][1]]
+    return _json({**done, "citations": citations, "passages": _passages(answer, request)})
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _event_stream(events: Iterator[tuple[str, Any]], request: HttpRequest) -> StreamingHttpResponse:
+    def encoded() -> Generator[bytes, None, None]:
+        try:
+            for name, data in events:
+                if name == "citations":
+                    data = [_citation(c, request) for c in data]
+                yield _sse(name, data)
+        except LlmUnavailable as error:
+            yield _sse("error", {"detail": str(error)})
+
+    response = StreamingHttpResponse(_async(encoded()), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def _async(events: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    """Each event as soon as it exists. (Django buffers a synchronous iterator whole under
+    ASGI, which would turn a streamed answer into one late block.) A client that leaves
+    closes the generator, which writes the cut-off answer's audit row."""
+    try:
+        while (item := await sync_to_async(_next)(events)) is not None:
+            yield item
+    finally:
+        await sync_to_async(events.close)()
+
+
+def _next(events: Iterator[bytes]) -> bytes | None:
+    return next(events, None)

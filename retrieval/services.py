@@ -1,0 +1,244 @@
+"""Searches and questions, each written to the audit trail whatever its outcome."""
+
+import time
+import uuid
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404
+
+from kb import request_context
+from kb.audit import audit_record
+from kb.models import Collection, Outcome
+from kb.principal import Principal
+from retrieval import llm
+from retrieval.citations import Checked, citations_check
+from retrieval.prompting import messages_for, sources_fitting
+from retrieval.search import Passage, SearchMode, SearchResult, passages_search, scope_collections
+
+
+class QuestionTooLong(ValueError):
+    pass
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _denied(principal: Principal, action: str, query: str, slugs: Sequence[str] | None) -> None:
+    audit_record(
+        action=action,
+        actor=principal,
+        outcome=Outcome.DENIED,
+        query=query,
+        detail={"requested": list(slugs or [])},
+    )
+
+
+def search_run(
+    *,
+    principal: Principal,
+    query: str,
+    collections: Sequence[str] | None = None,
+    top_k: int = 10,
+    document_ids: Sequence[int] | None = None,
+    content_types: Sequence[str] | None = None,
+    updated_after: datetime | None = None,
+    mode: SearchMode = "hybrid",
+) -> tuple[str, SearchResult]:
+    """(query id, result). A collection that may not be read gives Http404, audited."""
+    started = time.perf_counter()
+    try:
+        scope = scope_collections(principal, collections)
+    except Http404:
+        _denied(principal, "search", query, collections)
+        raise
+    result = passages_search(
+        query=query,
+        collections=scope,
+        top_k=top_k,
+        document_ids=document_ids,
+        content_types=content_types,
+        updated_after=updated_after,
+        mode=mode,
+    )
+    query_id = uuid.uuid4().hex
+    audit_record(
+        action="search",
+        actor=principal,
+        collections=[c.slug for c in scope],
+        query=query,
+        chunk_ids=[p.chunk_id for p in result.passages],
+        latency_ms=_elapsed_ms(started),
+        detail={"query_id": query_id, "mode": mode},
+    )
+    return query_id, result
+
+
+@dataclass
+class Answer:
+    """A question being answered: `events()` yields ("token", text) while the model
+    writes, then ("citations", [...]) and ("done", {...}). Its audit row is written when
+    the events end, also when the consumer stops early (a cut-off stream)."""
+
+    query_id: str
+    principal: Principal
+    question: str
+    scope: list[Collection]
+    passages: list[Passage]
+    sources: list[Passage]
+    model: str
+    refused: bool
+    best_similarity: float
+    started: float
+    info: request_context.RequestInfo
+    tokens: Iterator[str] = field(default_factory=lambda: iter(()))
+    unavailable: str = ""  # why no model could answer; the passages still stand
+    text: str = ""
+    checked: Checked | None = None
+
+    def events(self) -> Generator[tuple[str, Any], None, None]:
+        outcome, error = Outcome.ERROR, "the answer was cut off"
+        try:
+            for token in self.tokens:
+                self.text += token
+                yield "token", token
+            # A refusal is kb's own sentence, not a claim needing a source.
+            self.checked = (
+                Checked(self.text, [], 0)
+                if self.refused
+                else citations_check(self.text, self.sources)
+            )
+            yield "citations", self.checked.citations
+            outcome, error = (Outcome.REFUSED if self.refused else Outcome.OK), ""
+            yield "done", self.summary()
+        except llm.LlmUnavailable as failure:
+            error = str(failure)
+            raise
+        finally:
+            self._audit(outcome, error)
+
+    def summary(self) -> dict[str, Any]:
+        checked = self.checked
+        return {
+            "query_id": self.query_id,
+            "answer": checked.answer if checked else self.text,
+            "refused": self.refused,
+            "model": self.model,
+            "unsupported_sentences": checked.unsupported_sentences if checked else 0,
+        }
+
+    def _audit(self, outcome: str, error: str) -> None:
+        token = request_context.use(self.info)
+        try:
+            audit_record(
+                action="ask",
+                actor=self.principal,
+                outcome=outcome,
+                collections=[c.slug for c in self.scope],
+                query=self.question,
+                chunk_ids=[p.chunk_id for p in self.sources or self.passages],
+                cited_chunk_ids=[c.passage.chunk_id for c in self.checked.citations]
+                if self.checked
+                else [],
+                model=self.model,
+                answer=self.checked.answer if self.checked else self.text,
+                latency_ms=_elapsed_ms(self.started),
+                detail={"query_id": self.query_id, **({"error": error} if error else {})},
+            )
+        finally:
+            request_context._current.reset(token)
+
+
+def _involved(scope: list[Collection], passages: list[Passage]) -> list[Collection]:
+    """The collections the passages came from (all searched ones when there are none)."""
+    used = {p.collection_id for p in passages}
+    return [c for c in scope if c.pk in used] or scope
+
+
+def _pool(owner: Collection | None, involved: list[Collection]) -> llm.LlmPool:
+    """The collection's model profile when one collection is in play; never a non-local
+    model for a sensitive collection."""
+    pool = llm.pool_for(owner.model_profile if owner else None)
+    if not pool.is_local and any(c.sensitive for c in involved):
+        pool = llm.pool_for(None)
+        if not pool.is_local:
+            raise llm.LlmUnavailable("no local model is configured for a sensitive collection")
+    return pool
+
+
+def question_answer(
+    *,
+    principal: Principal,
+    question: str,
+    collections: Sequence[str] | None = None,
+    history: Sequence[dict[str, str]] = (),
+) -> Answer:
+    """Retrieve, then either refuse without asking the model or start its answer.
+
+    Raises Http404 (a collection that may not be read) or QuestionTooLong; when no model
+    endpoint answers, the Answer says why in `unavailable`. Each outcome is audited."""
+    started = time.perf_counter()
+    info = request_context.current()
+    query_id = uuid.uuid4().hex
+    question = question.strip()
+    if len(question) > settings.KB_MAX_QUESTION_CHARS:
+        _denied(principal, "ask", question[:500], collections)
+        raise QuestionTooLong(
+            f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
+        )
+    try:
+        scope = scope_collections(principal, collections)
+    except Http404:
+        _denied(principal, "ask", question, collections)
+        raise
+    result = passages_search(
+        query=question, collections=scope, top_k=settings.KB_ANSWER_SOURCES * 2
+    )
+    answer = Answer(
+        query_id=query_id,
+        principal=principal,
+        question=question,
+        scope=scope,
+        passages=result.passages,
+        sources=[],
+        model="",
+        refused=False,
+        best_similarity=result.best_similarity,
+        started=started,
+        info=info,
+    )
+    involved = _involved(scope, result.passages)
+    # Whose prompt and refusal message: the collection's own when one is in play.
+    owner = involved[0] if len(involved) == 1 else None
+    if not result.passages or result.best_similarity < settings.KB_REFUSAL_THRESHOLD:
+        answer.refused = True
+        refusal = (owner.refusal_message if owner else "") or settings.KB_REFUSAL_MESSAGE
+        answer.tokens = iter([refusal])
+        return answer
+    answer.sources = sources_fitting(result.passages)
+    try:
+        pool = _pool(owner, involved)
+    except llm.LlmUnavailable as failure:
+        return _unavailable(answer, failure)
+    answer.model = pool.model
+    messages = messages_for(
+        question=question,
+        sources=answer.sources,
+        history=list(history),
+        collection_prompt=owner.system_prompt if owner else "",
+    )
+    try:
+        answer.tokens = pool.stream(messages, max_tokens=settings.KB_LLM_MAX_TOKENS)
+    except llm.LlmUnavailable as failure:
+        return _unavailable(answer, failure)
+    return answer
+
+
+def _unavailable(answer: Answer, failure: llm.LlmUnavailable) -> Answer:
+    answer.unavailable = str(failure)
+    answer._audit(Outcome.ERROR, answer.unavailable)
+    return answer

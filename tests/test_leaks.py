@@ -1,0 +1,113 @@
+"""Nobody ever sees a passage from a collection they may not read, by any path."""
+
+import io
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from ingest.models import Chunk
+from ingest.services import document_upload
+from ingest.vectors.base import Scope
+from kb.audit import SYSTEM
+from kb.models import AuditEvent, Role, TokenScope
+from kb.services import collection_create, member_add, token_create
+from retrieval import services
+from tests.conftest import dead_url, logged_in, principal
+
+SECRET = "Confidential: the merger with Globex closes on the ninth of June for 41 million."
+PUBLIC = "The merger of the two cafeterias closes the east kitchen in June."
+
+
+@pytest.fixture
+def worlds(pipeline, hr, alice, bob):
+    """hr (bob reads it) holds a public text; finance (alice alone) holds the secret."""
+    finance = collection_create(slug="finance", name="Finance", actor=SYSTEM)[0]
+    member_add(collection=finance, user=alice, role=Role.OWNER, actor=SYSTEM)
+    for collection, name, text in ((hr, "cafe.txt", PUBLIC), (finance, "merger.txt", SECRET)):
+        document_upload(
+            collection=collection, actor=SYSTEM, path=name, stream=io.BytesIO(text.encode())
+        )
+    secret_chunks = list(Chunk.objects.filter(collection_id=finance.pk))
+    assert secret_chunks
+    return finance, secret_chunks
+
+
+def post(client: Client, path: str, body: dict[str, Any]) -> Any:
+    return client.post(path, json.dumps(body), content_type="application/json")
+
+
+def test_search_never_returns_secret_passages(worlds, bob, charlie):
+    _, secret = worlds
+    for client in (logged_in(bob), logged_in(charlie)):
+        for body in (
+            {"query": "merger Globex closes June"},
+            {"query": "merger Globex", "filters": {"document_ids": [secret[0].document_id]}},
+            {"query": "Globex", "mode": "sparse", "top_k": 100},
+            {"query": "Globex", "mode": "dense", "top_k": 100},
+        ):
+            response = post(client, "/api/v1/search", body)
+            assert response.status_code == 200
+            assert "Globex" not in response.content.decode()
+        named = post(
+            client, "/api/v1/search", {"query": "Globex", "collections": ["hr", "finance"]}
+        )
+        assert named.status_code == 404
+
+
+def test_vector_query_carries_only_permitted_collections(worlds, bob, hr, monkeypatch):
+    from ingest.vectors.edge import EdgeStore
+
+    seen: list[Scope] = []
+    real = EdgeStore.search
+
+    def spy(self, **kwargs):
+        seen.append(kwargs["scope"])
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(EdgeStore, "search", spy)
+    services.search_run(principal=principal(bob), query="merger")
+    assert seen and all(list(scope.collection_ids) == [hr.pk] for scope in seen)
+
+
+def test_answers_never_draw_on_secret_passages(worlds, bob, llm_at):
+    _, secret = worlds
+    llm_at(dead_url())  # the model is not needed to see what would be sent to it
+    answer = services.question_answer(
+        principal=principal(bob), question="When does the Globex merger close?"
+    )
+    assert all(p.collection == "hr" for p in answer.passages)
+    if not answer.unavailable:  # refused: the events write the row
+        list(answer.events())
+    events = AuditEvent.objects.filter(action="ask")
+    assert events.exists()
+    for event in events:
+        assert not set(event.chunk_ids) & {c.pk for c in secret}
+        assert "finance" not in event.collections.split()
+
+
+def test_token_limited_to_hr_cannot_reach_finance_even_for_its_owner(worlds, alice, hr):
+    _, raw = token_create(user=alice, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert (
+        "Globex" not in post(client, "/api/v1/search", {"query": "Globex merger"}).content.decode()
+    )
+    assert (
+        post(client, "/api/v1/search", {"query": "x", "collections": ["finance"]}).status_code
+        == 404
+    )
+    # The owner herself, by session, does see it: the filter is the token's.
+    assert (
+        "Globex"
+        in post(logged_in(alice), "/api/v1/search", {"query": "Globex merger"}).content.decode()
+    )
+
+
+def test_passage_and_file_of_a_secret_are_404(worlds, bob, charlie):
+    _, secret = worlds
+    for user in (bob, charlie):
+        client = logged_in(user)
+        assert client.get(f"/passages/{secret[0].pk}").status_code == 404
+        assert client.get(f"/documents/{secret[0].document_id}/download").status_code == 404
+        assert client.get(f"/api/v1/documents/{secret[0].document_id}").status_code == 404
