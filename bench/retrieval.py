@@ -41,11 +41,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", type=Path, default=EVAL / "scifact")
     parser.add_argument("--limit", type=int, help="only the first N corpus entries (a smoke run)")
+    parser.add_argument(
+        "--data", type=Path, help="keep kb's data here (search_latency.py reuses it)"
+    )
     args = parser.parse_args()
     corpus = read_jsonl(args.dataset / "corpus.jsonl")[: args.limit]
     queries = {q["_id"]: q["text"] for q in read_jsonl(args.dataset / "queries.jsonl")}
     qrels = read_qrels(args.dataset / "qrels" / "test.tsv")
-    kb_setup()
+    data = kb_setup(args.data)
     from django.conf import settings
 
     from kb.models import Collection
@@ -88,7 +91,10 @@ def main() -> None:
             f"{mode:<8} {row['ndcg@10']:>8.4f} {row['recall@100']:>10.4f} "
             f"{row['median_query_ms']:>10.1f}"
         )
-    print(f"{len(corpus)} documents ingested in {ingest_seconds:.0f} s; {len(qrels)} queries")
+    print(
+        f"{len(corpus)} documents ingested in {ingest_seconds:.0f} s into {data}; "
+        f"{len(qrels)} queries"
+    )
     print(f"saved {save('retrieval', report)}")
     print(
         f"ndcg@10 hybrid={results['hybrid']['ndcg@10']:.4f} "

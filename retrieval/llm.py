@@ -78,17 +78,6 @@ class LlmPool:
             return _tokens(first, chunks)
         raise LlmUnavailable("no model endpoint answered (" + "; ".join(errors) + ")")
 
-    def healthy(self) -> list[str]:
-        """Endpoints that list their models within the connect timeout."""
-        alive = []
-        for endpoint in self.endpoints:
-            try:
-                self._client(endpoint).models.list()
-                alive.append(endpoint.url)
-            except openai.APIError:
-                continue
-        return alive
-
 
 def _next_text(chunks: Iterator[object]) -> str | None:
     for chunk in chunks:
