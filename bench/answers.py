@@ -121,7 +121,8 @@ def main() -> None:
 
     pubmed = [Collection.objects.get(slug="pubmedqa")]
     off_topic = [
-        passages_search(query=q, collections=pubmed, top_k=1).best_similarity for q in OFF_TOPIC
+        passages_search(query=q, collections=pubmed, top_k=1, with_similarity=True).best_similarity
+        for q in OFF_TOPIC
     ]
     on_topic = sorted(r["best_similarity"] for r in rows)
 

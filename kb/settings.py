@@ -153,7 +153,7 @@ KB_RERANKER_PATH = env_str("KB_RERANKER_PATH")  # a local cross-encoder folder; 
 KB_RERANK_CANDIDATES = env_int("KB_RERANK_CANDIDATES", 30, minimum=1)
 # Below this cosine similarity between question and best passage, kb does not ask the
 # model and says the documents do not answer (calibrated in bench/README.md).
-KB_REFUSAL_THRESHOLD = env_float("KB_REFUSAL_THRESHOLD", 0.25)
+KB_REFUSAL_THRESHOLD = env_float("KB_REFUSAL_THRESHOLD", 0.38)
 KB_REFUSAL_MESSAGE = env_str("KB_REFUSAL_MESSAGE", "I could not find this in your documents.")
 
 # Celery: JSON payloads of ids, acknowledged after the work, bounded in time.

@@ -1,9 +1,9 @@
 """REST: POST /api/v1/search and POST /api/v1/ask (JSON, or text/event-stream)."""
 
 import json
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -17,6 +17,8 @@ from retrieval.llm import LlmUnavailable
 from retrieval.search import Passage
 
 router = Router(tags=["retrieval"])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Filters(Schema):
@@ -64,9 +66,15 @@ class SearchOut(Schema):
     results: list[PassageOut]
 
 
+# Async views that run their work on a thread pool: under ASGI a plain (sync) Django view
+# runs on one shared thread, which would queue concurrent searches behind each other.
+def off_loop(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    return sync_to_async(function, thread_sensitive=False)
+
+
 @router.post("/search", response=SearchOut)
-def search(request: HttpRequest, body: SearchIn) -> SearchOut:
-    query_id, result = services.search_run(
+async def search(request: HttpRequest, body: SearchIn) -> SearchOut:
+    query_id, result = await off_loop(services.search_run)(
         principal=principal_of(request),
         query=body.query,
         collections=body.collections,
@@ -126,9 +134,9 @@ def _passages(answer: services.Answer, request: HttpRequest) -> list[dict[str, A
 
 
 @router.post("/ask")
-def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
+async def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
     try:
-        answer = services.question_answer(
+        answer = await off_loop(services.question_answer)(
             principal=principal_of(request),
             question=body.question,
             collections=body.collections,
@@ -141,12 +149,16 @@ def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
     if body.stream:
         return _event_stream(answer.events(), request)
     try:
-        events = list(answer.events())
+        events = await off_loop(_all)(answer)
     except LlmUnavailable as error:
         return _unavailable(answer, request, str(error))
     done: dict[str, Any] = events[-1][1]
     citations = [_citation(c, request) for c in events[-2][1]]
     return _json({**done, "citations": citations, "passages": _passages(answer, request)})
+
+
+def _all(answer: services.Answer) -> list[tuple[str, Any]]:
+    return list(answer.events())
 
 
 def _sse(event: str, data: Any) -> bytes:

@@ -45,7 +45,8 @@ class Passage:
 class SearchResult:
     passages: list[Passage]
     collections: list[Collection]  # the ones searched
-    best_similarity: float  # cosine of the question to the nearest passage; 0 when none
+    # Cosine of the question to the nearest passage (0 when none), when asked for.
+    best_similarity: float = 0.0
 
 
 def scope_collections(principal: Principal, slugs: Sequence[str] | None) -> list[Collection]:
@@ -84,8 +85,10 @@ def passages_search(
     content_types: Sequence[str] | None = None,
     updated_after: datetime | None = None,
     mode: SearchMode = "hybrid",
+    with_similarity: bool = False,
 ) -> SearchResult:
-    """Passages for `query` from the given collections only (the caller checked access)."""
+    """Passages for `query` from the given collections only (the caller checked access).
+    `with_similarity` adds one dense query for the nearest passage's cosine (refusals)."""
     collection_ids = [c.pk for c in collections]
     if updated_after is not None:
         recent = Document.objects.filter(
@@ -106,8 +109,10 @@ def passages_search(
         limit=min(candidates, 300),
         mode=mode,
     )
-    nearest = store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
-    best = nearest[0].score if nearest else 0.0
+    best = 0.0
+    if with_similarity:
+        nearest = store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
+        best = nearest[0].score if nearest else 0.0
     passages = _hydrate(hits)
     if settings.KB_RERANKER_PATH:
         head = settings.KB_RERANK_CANDIDATES

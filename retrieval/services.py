@@ -196,7 +196,10 @@ def question_answer(
         _denied(principal, "ask", question, collections)
         raise
     result = passages_search(
-        query=question, collections=scope, top_k=settings.KB_ANSWER_SOURCES * 2
+        query=question,
+        collections=scope,
+        top_k=settings.KB_ANSWER_SOURCES * 2,
+        with_similarity=True,
     )
     answer = Answer(
         query_id=query_id,
