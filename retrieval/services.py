@@ -38,6 +38,17 @@ def _denied(principal: Principal, action: str, query: str, slugs: Sequence[str] 
     )
 
 
+def _scope(
+    principal: Principal, action: str, query: str, slugs: Sequence[str] | None
+) -> list[Collection]:
+    """The collections to search; a request for an unreadable one is audited, then 404."""
+    try:
+        return scope_collections(principal, slugs)
+    except Http404:
+        _denied(principal, action, query, slugs)
+        raise
+
+
 def search_run(
     *,
     principal: Principal,
@@ -51,11 +62,7 @@ def search_run(
 ) -> tuple[str, SearchResult]:
     """(query id, result). A collection that may not be read gives Http404, audited."""
     started = time.perf_counter()
-    try:
-        scope = scope_collections(principal, collections)
-    except Http404:
-        _denied(principal, "search", query, collections)
-        raise
+    scope = _scope(principal, "search", query, collections)
     result = passages_search(
         query=query,
         collections=scope,
@@ -190,11 +197,7 @@ def question_answer(
         raise QuestionTooLong(
             f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
         )
-    try:
-        scope = scope_collections(principal, collections)
-    except Http404:
-        _denied(principal, "ask", question, collections)
-        raise
+    scope = _scope(principal, "ask", question, collections)
     result = passages_search(
         query=question,
         collections=scope,
