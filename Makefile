@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install dev lint serve clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install dev lint browser serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +42,11 @@ lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: lint
+# The browser tests drive Debian's chromium (playwright's own download is not used).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: lint browser
 	$(BIN)/python scripts/test_services.py $(BIN)/pytest
 
 clean:

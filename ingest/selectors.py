@@ -1,9 +1,9 @@
 """Reads of documents, always through the collection access selector."""
 
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from ingest.models import Document, DocumentVersion, Stage
+from ingest.models import ACTIVE_STAGES, Document, DocumentVersion, Stage
 from kb.models import Collection, Role
 from kb.principal import Principal
 from kb.selectors import ReadOnlyAccess, collection_roles
@@ -40,3 +40,44 @@ def status_of(stage: str) -> str:
     if stage in (Stage.QUEUED, Stage.READY, Stage.FAILED):
         return stage
     return "processing"
+
+
+def documents_listed(collection: Collection) -> QuerySet[Document]:
+    """The collection's documents, each with its newest version's state annotated
+    (`stage`, `progress`, `error`, `filename`, `number`, `chunk_count`)."""
+    latest = DocumentVersion.objects.filter(document=OuterRef("pk")).order_by("-number")
+    return documents_of(collection).annotate(
+        latest_stage=Subquery(latest.values("stage")[:1]),
+        latest_progress=Subquery(latest.values("progress")[:1]),
+        latest_error=Subquery(latest.values("error")[:1]),
+        latest_filename=Subquery(latest.values("filename")[:1]),
+        latest_number=Subquery(latest.values("number")[:1]),
+        latest_chunk_count=Subquery(latest.values("chunk_count")[:1]),
+    )
+
+
+def document_counts(collection_ids: list[int]) -> dict[int, int]:
+    counts = (
+        Document.objects.filter(collection_id__in=collection_ids)
+        .values("collection_id")
+        .annotate(n=Count("pk"))
+    )
+    return {row["collection_id"]: row["n"] for row in counts}
+
+
+def document_status_counts() -> dict[str, int]:
+    """Documents by the stage of their newest version."""
+    newest = DocumentVersion.objects.filter(document=OuterRef("document")).order_by("-number")
+    rows = (
+        DocumentVersion.objects.filter(pk=Subquery(newest.values("pk")[:1]))
+        .values("stage")
+        .annotate(n=Count("pk"))
+    )
+    return {row["stage"]: row["n"] for row in rows}
+
+
+def collection_busy(collection: Collection) -> bool:
+    """Whether any of the collection's documents is still being processed."""
+    return DocumentVersion.objects.filter(
+        document__collection=collection, stage__in=ACTIVE_STAGES
+    ).exists()

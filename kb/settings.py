@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "kb.middleware.ReadOnlyAccessMiddleware",
 ]
 
 ROOT_URLCONF = "kb.urls"
@@ -105,7 +106,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+# The login form: after this many failures for one user name (or more from one address)
+# within the window, it stops checking passwords until the window ends.
+KB_LOGIN_MAX_FAILURES = env_int("KB_LOGIN_MAX_FAILURES", 5, minimum=1)
+KB_LOGIN_MAX_FAILURES_PER_IP = env_int("KB_LOGIN_MAX_FAILURES_PER_IP", 30, minimum=1)
+KB_LOGIN_WINDOW_SECONDS = env_int("KB_LOGIN_WINDOW_SECONDS", 900, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -113,6 +121,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = KB_DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
@@ -132,6 +141,12 @@ X_FRAME_OPTIONS = "DENY"
 REDIS_URL = env_str("REDIS_URL")
 QDRANT_URL = env_str("QDRANT_URL")
 QDRANT_API_KEY = env_secret("QDRANT_API_KEY") or ""
+# Shared by every web process in production (login rate limits), in memory otherwise.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 # Answers: OpenAI-compatible endpoints (vLLM in production), comma-separated; requests
 # are spread across the healthy ones. Unset: `serve` starts the bundled small local model.
 KB_LOCAL_LLM = not env_str("LLM_BASE_URL")
@@ -166,6 +181,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
+        "control_folder": str(_broker_dir / "control"),
         "polling_interval": 0.05,
     }
 else:

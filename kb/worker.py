@@ -18,10 +18,12 @@ from kb.celery import app
 
 logger = logging.getLogger(__name__)
 QUEUES = ("ingest", "embed")
+_started: list["InProcessWorker"] = []
 
 
 @dataclass
 class InProcessWorker:
+    name: str
     controller: WorkController
     thread: threading.Thread
 
@@ -32,9 +34,10 @@ class InProcessWorker:
 
 
 def worker_start(*, name: str = "embedded") -> InProcessWorker:
+    hostname = f"{name}@{socket.gethostname()}"
     controller = WorkController(
         app=app,
-        hostname=f"{name}@{socket.gethostname()}",
+        hostname=hostname,
         pool_cls="threads",
         concurrency=settings.KB_WORKER_CONCURRENCY,
         queues=list(QUEUES),
@@ -45,5 +48,11 @@ def worker_start(*, name: str = "embedded") -> InProcessWorker:
     )
     thread = threading.Thread(target=controller.start, name="kb-worker", daemon=True)
     thread.start()
+    _started.append(worker := InProcessWorker(hostname, controller, thread))
     logger.info("background worker started in this process (queues %s)", ", ".join(QUEUES))
-    return InProcessWorker(controller=controller, thread=thread)
+    return worker
+
+
+def inprocess_workers_alive() -> list[str]:
+    """Names of the workers running in this process (the embedded default's)."""
+    return [w.name for w in _started if w.thread.is_alive()]

@@ -1,7 +1,7 @@
 """REST: POST /api/v1/search and POST /api/v1/ask (JSON, or text/event-stream)."""
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from datetime import datetime
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -15,6 +15,7 @@ from retrieval import services
 from retrieval.citations import Citation
 from retrieval.llm import LlmUnavailable
 from retrieval.search import Passage
+from retrieval.streaming import event_stream, sse
 
 router = Router(tags=["retrieval"])
 P = ParamSpec("P")
@@ -161,36 +162,18 @@ def _all(answer: services.Answer) -> list[tuple[str, Any]]:
     return list(answer.events())
 
 
-def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
-
-
 def _event_stream(events: Iterator[tuple[str, Any]], request: HttpRequest) -> StreamingHttpResponse:
     def encoded() -> Generator[bytes, None, None]:
         try:
             for name, data in events:
                 if name == "citations":
                     data = [_citation(c, request) for c in data]
-                yield _sse(name, data)
+                yield sse(name, data)
         except LlmUnavailable as error:
-            yield _sse("error", {"detail": str(error)})
+            yield sse("error", {"detail": str(error)})
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
 
-    response = StreamingHttpResponse(_async(encoded()), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
-
-
-async def _async(events: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
-    """Each event as soon as it exists. (Django buffers a synchronous iterator whole under
-    ASGI, which would turn a streamed answer into one late block.) A client that leaves
-    closes the generator, which writes the cut-off answer's audit row."""
-    try:
-        while (item := await sync_to_async(_next)(events)) is not None:
-            yield item
-    finally:
-        await sync_to_async(events.close)()
-
-
-def _next(events: Iterator[bytes]) -> bytes | None:
-    return next(events, None)
+    return event_stream(encoded())

@@ -9,6 +9,11 @@ _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"\w+")
 QUOTE_CHARS = 300
+# A sentence that cites nothing but restates a source this closely gets that source's
+# marker: small models often leave markers out (or number them wrongly) while quoting.
+ATTRIBUTE_OVERLAP = 0.6
+ATTRIBUTE_MIN_WORDS = 3
+_COMMON = {"the", "and", "for", "are", "was", "were", "with", "that", "this", "from", "has"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,26 @@ def _keep_valid_markers(sentence: str, count: int) -> tuple[str, list[int]]:
     return _MARKER.sub(keep, sentence), valid
 
 
+def _content_words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) >= 3} - _COMMON
+
+
+def _attributed(sentence: str, sources: list[Passage]) -> tuple[str, list[int]]:
+    """The sentence with a marker for the one source that holds most of its words."""
+    words = _content_words(sentence)
+    if len(words) < ATTRIBUTE_MIN_WORDS:
+        return sentence, []
+    shares = [len(words & _content_words(p.text)) / len(words) for p in sources]
+    best = max(range(len(sources)), key=lambda i: shares[i], default=None)
+    if best is None or shares[best] < ATTRIBUTE_OVERLAP:
+        return sentence, []
+    n = best + 1
+    stripped = sentence.rstrip()
+    if stripped[-1:] in ".!?":
+        return f"{stripped[:-1].rstrip()} [{n}]{stripped[-1]}", [n]
+    return f"{stripped} [{n}]", [n]
+
+
 def citations_check(answer: str, sources: list[Passage]) -> Checked:
     cited: dict[int, Citation] = {}
     unsupported = 0
@@ -54,6 +79,8 @@ def citations_check(answer: str, sources: list[Passage]) -> Checked:
         if not sentence.strip():
             continue
         cleaned, valid = _keep_valid_markers(sentence, len(sources))
+        if not valid:
+            cleaned, valid = _attributed(cleaned, sources)
         for n in valid:
             if n not in cited:
                 cited[n] = Citation(n, sources[n - 1], _quote(sources[n - 1], cleaned))

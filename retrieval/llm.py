@@ -57,7 +57,9 @@ class LlmPool:
             ),
         )
 
-    def stream(self, messages: list[dict[str, str]], *, max_tokens: int) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict[str, str]], *, max_tokens: int, stop: list[str] | None = None
+    ) -> Iterator[str]:
         """Tokens of the answer. Raises LlmUnavailable if no endpoint answers."""
         errors = []
         for endpoint in self._order():
@@ -66,6 +68,7 @@ class LlmPool:
                     model=self.model,
                     messages=messages,  # type: ignore[arg-type]
                     max_tokens=max_tokens,
+                    stop=stop,
                     temperature=0,  # the same question gets the same answer
                     stream=True,
                 )

@@ -14,7 +14,7 @@ from kb import request_context
 from kb.audit import audit_record
 from kb.models import Collection, Outcome
 from kb.principal import Principal
-from retrieval import llm
+from retrieval import llm, prompting
 from retrieval.citations import Checked, citations_check
 from retrieval.prompting import messages_for, sources_fitting
 from retrieval.search import Passage, SearchMode, SearchResult, passages_search, scope_collections
@@ -238,7 +238,9 @@ def question_answer(
         collection_prompt=owner.system_prompt if owner else "",
     )
     try:
-        answer.tokens = pool.stream(messages, max_tokens=settings.KB_LLM_MAX_TOKENS)
+        answer.tokens = pool.stream(
+            messages, max_tokens=settings.KB_LLM_MAX_TOKENS, stop=prompting.STOP
+        )
     except llm.LlmUnavailable as failure:
         return _unavailable(answer, failure)
     return answer

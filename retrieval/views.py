@@ -1,21 +1,169 @@
-"""Pages: the passage a citation points to, and the original file behind it."""
+"""Pages: ask (streamed, cited answers in conversations), search, the cited passage, and
+the original file behind it."""
 
+from collections.abc import Generator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from ingest import storage
 from ingest.models import Chunk
 from ingest.selectors import document_get
 from kb.audit import audit_record
 from kb.principal import Principal
+from kb.selectors import readable_collections
+from retrieval import conversations, services
+from retrieval.models import Rating
+from retrieval.streaming import event_stream, sse
 
 CONTEXT_PASSAGES = 2
 
 
+def _principal(request: HttpRequest) -> Principal:
+    return Principal(user=request.user)  # type: ignore[arg-type]
+
+
+def _ask_page(request: HttpRequest, conversation: Any = None) -> HttpResponse:
+    user: Any = request.user
+    chosen = request.GET.getlist("collections")
+    readable = [c for c, _ in readable_collections(_principal(request))]
+    return render(
+        request,
+        "retrieval/ask.html",
+        {
+            "collections": readable,
+            "chosen": set(chosen) if chosen else {c.slug for c in readable},
+            "conversation": conversation,
+            "exchanges": conversations.exchanges_shown(user, conversation) if conversation else [],
+            "conversations": conversations.conversations_of(user),
+            "ratings": Rating,
+        },
+    )
+
+
+@login_required
+def ask(request: HttpRequest) -> HttpResponse:
+    return _ask_page(request)
+
+
+@login_required
+def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    user: Any = request.user
+    return _ask_page(request, conversations.conversation_get(user, conversation_id))
+
+
+class AskForm(forms.Form):
+    question = forms.CharField(strip=True)
+    collections = forms.MultipleChoiceField(required=False)
+    conversation = forms.IntegerField(required=False)
+
+    def __init__(self, *args: Any, slugs: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any slug passes the form; services decide (an unreadable one is 404, audited).
+        field = self.fields["collections"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = [(s, s) for s in slugs]
+
+
+@login_required
+@require_POST
+async def ask_stream(request: HttpRequest) -> HttpResponseBase:
+    """The ask page's answer as server-sent events (see conversations.conversation_ask)."""
+    user: Any = await request.auser()
+    form = AskForm(request.POST, slugs=request.POST.getlist("collections"))
+    if not form.is_valid():
+        return JsonResponse({"detail": "Type a question first."}, status=422)
+    try:
+        events = await sync_to_async(_start, thread_sensitive=False)(user, form.cleaned_data)
+    except services.QuestionTooLong as error:
+        return JsonResponse({"detail": f"Please shorten it: {error}."}, status=422)
+    except Http404:
+        return JsonResponse({"detail": "No such collection."}, status=404)
+    return event_stream(_encoded(events))
+
+
+def _start(user: Any, data: dict[str, Any]) -> Generator[tuple[str, Any], None, None]:
+    conversation = (
+        conversations.conversation_get(user, data["conversation"]) if data["conversation"] else None
+    )
+    return conversations.conversation_ask(
+        user=user,
+        question=data["question"],
+        collections=data["collections"] or None,
+        conversation=conversation,
+    )
+
+
+def _encoded(events: Generator[tuple[str, Any], None, None]) -> Generator[bytes, None, None]:
+    try:
+        for name, data in events:
+            yield sse(name, data)
+    finally:
+        events.close()
+
+
+class FeedbackForm(forms.Form):
+    rating = forms.ChoiceField(choices=Rating.choices)
+    comment = forms.CharField(required=False, max_length=2000)
+
+
+@login_required
+@require_POST
+def feedback(request: HttpRequest, query_id: str) -> HttpResponse:
+    form = FeedbackForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"detail": "Choose thumbs up or down."}, status=422)
+    given = conversations.feedback_give(
+        user=request.user,  # type: ignore[arg-type]
+        query_id=query_id,
+        rating=Rating(form.cleaned_data["rating"]),
+        comment=form.cleaned_data["comment"],
+    )
+    if request.headers.get("Accept") == "application/json":
+        return JsonResponse({"detail": "Thank you for the feedback."})
+    return redirect("conversation", given.exchange.conversation_id)
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(max_length=2000, strip=True)
+
+
+@login_required
+def search(request: HttpRequest) -> HttpResponse:
+    readable = [c for c, _ in readable_collections(_principal(request))]
+    chosen = request.GET.getlist("collections")
+    form = SearchForm(request.GET or None)
+    passages = None
+    if form.is_valid():
+        _, result = services.search_run(
+            principal=_principal(request),
+            query=form.cleaned_data["q"],
+            collections=chosen or None,
+            top_k=20,
+        )
+        passages = result.passages
+    return render(
+        request,
+        "retrieval/search.html",
+        {
+            "form": form,
+            "query": form.cleaned_data.get("q", "") if form.is_bound else "",
+            "passages": passages,
+            "collections": readable,
+            "chosen": set(chosen) if chosen else {c.slug for c in readable},
+        },
+    )
+
+
 @login_required
 def passage(request: HttpRequest, chunk_id: int) -> HttpResponse:
-    principal = Principal(user=request.user)  # type: ignore[arg-type]
+    principal = _principal(request)
     chunk = get_object_or_404(Chunk.objects.only("document_id"), pk=chunk_id)
     document = document_get(principal, chunk.document_id)
     chunk = Chunk.objects.get(pk=chunk_id)
@@ -39,12 +187,10 @@ def passage(request: HttpRequest, chunk_id: int) -> HttpResponse:
 
 @login_required
 def document_download(request: HttpRequest, document_id: int) -> FileResponse:
-    principal = Principal(user=request.user)  # type: ignore[arg-type]
+    principal = _principal(request)
     document = document_get(principal, document_id)
     version = document.live_version or document.versions.order_by("-number").first()
     if version is None:
-        from django.http import Http404
-
         raise Http404("No file.")
     audit_record(
         action="document.download",

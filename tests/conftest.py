@@ -1,3 +1,4 @@
+import io
 import os
 
 import pytest
@@ -5,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
+from ingest.services import document_upload
 from kb.audit import SYSTEM
 from kb.models import Collection, Role
 from kb.principal import Principal
@@ -144,3 +146,28 @@ def llm_at(settings):
 
 def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v1"
+
+
+# Two small documents in hr, ingested for real, for search and answer tests.
+HOLIDAY = (
+    "Holiday policy. Every employee receives twenty-eight days of paid holiday per year. "
+    "Unused holiday days can be carried over until the end of March."
+)
+PARKING = "Parking policy. The staff car park is behind building C and opens at 6 am."
+
+
+def add(collection, name: str, text: str):
+    (result,) = document_upload(
+        collection=collection, actor=SYSTEM, path=name, stream=io.BytesIO(text.encode())
+    )
+    return result.document
+
+
+@pytest.fixture
+def docs(pipeline, hr):
+    return {"holiday": add(hr, "holiday.txt", HOLIDAY), "parking": add(hr, "parking.txt", PARKING)}
+
+
+async def collect(stream) -> bytes:
+    """Events are served as they come (an async iterator, as under ASGI)."""
+    return b"".join([chunk async for chunk in stream])

@@ -41,3 +41,10 @@ def test_prompt_marks_sources_as_untrusted_and_fences_them():
     last = messages[-1]["content"]
     assert last.startswith("Sources:\n[1] Doc 1, page 1\n<<<\n")
     assert "> > > and reveal" in last and last.endswith("Question: What time?")
+
+
+def test_a_sentence_restating_a_source_without_a_marker_is_attributed_to_it():
+    checked = citations_check("Staff park for free, bicycles in the basement [7]. Nice.", SOURCES)
+    assert checked.answer == "Staff park for free, bicycles in the basement [2]. Nice."
+    assert [c.n for c in checked.citations] == [2]
+    assert checked.unsupported_sentences == 1  # "Nice." restates nothing

@@ -1,6 +1,5 @@
 """Search and answers over real ingested documents, with the real small local model."""
 
-import io
 import json
 from typing import Any
 
@@ -8,35 +7,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
-from ingest.services import document_upload
-from kb.audit import SYSTEM
 from kb.models import AuditEvent, Collection, ModelProfile
 from retrieval import services
 from retrieval.search import passages_search
-from tests.conftest import dead_url, logged_in, principal
-
-HOLIDAY = (
-    "Holiday policy. Every employee receives twenty-eight days of paid holiday per year. "
-    "Unused holiday days can be carried over until the end of March."
-)
-PARKING = "Parking policy. The staff car park is behind building C and opens at 6 am."
-
-
-def add(collection, name: str, text: str):
-    (result,) = document_upload(
-        collection=collection, actor=SYSTEM, path=name, stream=io.BytesIO(text.encode())
-    )
-    return result.document
-
-
-@pytest.fixture
-def docs(pipeline, hr):
-    return {"holiday": add(hr, "holiday.txt", HOLIDAY), "parking": add(hr, "parking.txt", PARKING)}
-
-
-async def collect(stream) -> bytes:
-    """Events are served as they come (an async iterator, as under ASGI)."""
-    return b"".join([chunk async for chunk in stream])
+from tests.conftest import PARKING, add, collect, dead_url, logged_in, principal
 
 
 def post(client: Client, path: str, body: dict[str, Any]) -> Any:

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from ingest import views
+
+urlpatterns = [
+    path("collections/<slug:slug>/", views.collection, name="collection"),
+    path("collections/<slug:slug>/documents", views.documents_table, name="documents-table"),
+    path("collections/<slug:slug>/upload", views.upload, name="upload"),
+    path("documents/<int:document_id>/<str:action>", views.document_action, name="document-action"),
+]

@@ -1,0 +1,201 @@
+"""Pages: log in, collections, members and settings of a collection, one's API tokens."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from ingest.selectors import document_counts
+from kb import login_limit, request_context, services
+from kb.audit import anonymous, audit_record
+from kb.forms import CollectionCreateForm, CollectionSettingsForm, MemberForm, TokenForm
+from kb.models import ApiToken, Membership, Outcome, Role, TokenScope
+from kb.principal import Principal
+from kb.selectors import collection_get, readable_collections
+
+
+def principal_of(request: HttpRequest) -> Principal:
+    return Principal(user=request.user)  # type: ignore[arg-type]
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, rate limited per user name and per address; failures are audited
+    (kb.apps), and so is a refused attempt."""
+
+    template_name = "kb/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = request.POST.get("username", "")
+        if login_limit.login_blocked(request_context.current().client_ip, username):
+            audit_record(
+                action="auth.login_throttled", actor=anonymous(username), outcome=Outcome.DENIED
+            )
+            form = self.get_form()
+            form.errors.clear()
+            form.add_error(None, "Too many failed attempts. Wait a few minutes and try again.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        login_limit.login_failed(
+            request_context.current().client_ip, self.request.POST.get("username", "")
+        )
+        return super().form_invalid(form)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        login_limit.login_succeeded(form.get_user().get_username())
+        response = super().form_valid(form)
+        audit_record(action="auth.login", actor=principal_of(self.request))
+        return response
+
+
+@login_required
+def collections(request: HttpRequest) -> HttpResponse:
+    principal = principal_of(request)
+    form = CollectionCreateForm(request.POST or None)
+    if request.method == "POST":
+        if not principal.is_admin:
+            raise Http404
+        if form.is_valid():
+            try:
+                collection, created = services.collection_create(
+                    actor=principal, **form.cleaned_data
+                )
+            except ValidationError as error:
+                form.add_error(None, error)
+            else:
+                if created:
+                    return redirect("collection", collection.slug)
+                form.add_error("slug", "A collection with this short name exists already.")
+    readable = readable_collections(principal)
+    counts = document_counts([c.pk for c, _ in readable])
+    rows = [(c, role, counts.get(c.pk, 0)) for c, role in readable]
+    return render(
+        request,
+        "kb/collections.html",
+        {"rows": rows, "form": form if principal.is_admin else None},
+    )
+
+
+def _owned(request: HttpRequest, slug: str) -> Any:
+    collection, _ = collection_get(principal_of(request), slug, role=Role.OWNER)
+    return collection
+
+
+@login_required
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    principal = principal_of(request)
+    collection = _owned(request, slug)
+    form = MemberForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        user = group = None
+        if data["kind"] == "user":
+            user = User.objects.filter(username=data["name"]).first()
+        else:
+            group = Group.objects.filter(name=data["name"]).first()
+        if user is None and group is None:
+            form.add_error("name", f"There is no {data['kind']} called {data['name']}.")
+        else:
+            services.member_add(
+                collection=collection,
+                role=Role(data["role"]),
+                actor=principal,
+                user=user,
+                group=group,
+            )
+            messages.success(request, f"{data['name']} is now {Role(data['role']).label}.")
+            return redirect("members", slug)
+    memberships = Membership.objects.filter(collection=collection).select_related("user", "group")
+    return render(
+        request,
+        "kb/members.html",
+        {"collection": collection, "memberships": memberships, "form": form, "roles": Role},
+    )
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+    collection = _owned(request, slug)
+    membership = Membership.objects.filter(pk=membership_id, collection=collection).first()
+    if membership is None:
+        raise Http404
+    services.member_remove(
+        collection=collection,
+        actor=principal_of(request),
+        user=membership.user,
+        group=membership.group,
+    )
+    messages.success(request, f"{membership.user or membership.group} was removed.")
+    return redirect("members", slug)
+
+
+@login_required
+def collection_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    collection = _owned(request, slug)
+    form = CollectionSettingsForm(request.POST or None, instance=collection)
+    if request.method == "POST" and form.is_valid():
+        changes = {name: form.cleaned_data[name] for name in form.changed_data}
+        collection.refresh_from_db()
+        if changes:
+            services.collection_update(
+                collection=collection, actor=principal_of(request), **changes
+            )
+        messages.success(request, "Settings saved.")
+        return redirect("collection-settings", slug)
+    return render(request, "kb/settings.html", {"collection": collection, "form": form})
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    principal = principal_of(request)
+    readable = {c.slug: c for c, _ in readable_collections(principal)}
+    choices = [(slug, c.name) for slug, c in readable.items()]
+    form = TokenForm(request.POST or None, choices=choices)
+    secret = ""
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        days = data["expires_in_days"]
+        try:
+            _, secret = services.token_create(
+                user=principal.user,
+                collections=[readable[s] for s in data["collections"]],
+                scope=TokenScope(data["scope"]),
+                actor=principal,
+                name=data["name"],
+                expires_at=timezone.now() + timedelta(days=days) if days else None,
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            form = TokenForm(choices=choices)
+    own = ApiToken.objects.filter(user=principal.user).prefetch_related("collections")
+    response = render(
+        request,
+        "kb/tokens.html",
+        {"form": form, "tokens": own, "secret": secret, "now": timezone.now()},
+    )
+    response["Cache-Control"] = "no-store"  # the secret is shown once, never cached
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    principal = principal_of(request)
+    token = ApiToken.objects.filter(pk=token_id, user=principal.user).first()
+    if token is None:
+        raise Http404
+    services.token_revoke(token=token, actor=principal)
+    messages.success(request, f"Token kb_{token.prefix}_… is revoked.")
+    return redirect("tokens")

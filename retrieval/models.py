@@ -1,0 +1,62 @@
+"""Conversations in the web UI: each user's own questions, answers and feedback."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Exchange(models.Model):
+    """One question and its answer. `query_id` is the one in the question's audit row."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="exchanges"
+    )
+    query_id = models.CharField(max_length=32, unique=True)
+    question = models.TextField()
+    answer = models.TextField(blank=True)
+    refused = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    # [{"n", "chunk_id", "document_title", "page", "quote", "url"}], as the page showed them.
+    citations = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+    @property
+    def feedback_or_none(self) -> "Feedback | None":
+        return getattr(self, "feedback", None)
+
+
+class Rating(models.TextChoices):
+    UP = "up"
+    DOWN = "down"
+
+
+class Feedback(models.Model):
+    """A thumbs up or down on an answer, linked to its audit row by `exchange.query_id`."""
+
+    exchange = models.OneToOneField(Exchange, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    comment = models.TextField(blank=True, max_length=2000)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.rating} on {self.exchange.query_id}"
