@@ -6,5 +6,16 @@ urlpatterns = [
     path("collections/<slug:slug>/", views.collection, name="collection"),
     path("collections/<slug:slug>/documents", views.documents_table, name="documents-table"),
     path("collections/<slug:slug>/upload", views.upload, name="upload"),
-    path("documents/<int:document_id>/<str:action>", views.document_action, name="document-action"),
+    path(
+        "documents/<int:document_id>/delete",
+        views.document_action,
+        {"action": "delete"},
+        name="document-delete",
+    ),
+    path(
+        "documents/<int:document_id>/reingest",
+        views.document_action,
+        {"action": "reingest"},
+        name="document-reingest",
+    ),
 ]
