@@ -103,16 +103,7 @@ class AskIn(Schema):
 
 
 def _citation(citation: Citation, request: HttpRequest) -> dict[str, Any]:
-    passage = citation.passage
-    return {
-        "n": citation.n,
-        "chunk_id": passage.chunk_id,
-        "document_id": passage.document_id,
-        "document_title": passage.document_title,
-        "page": passage.page,
-        "quote": citation.quote,
-        "url": request.build_absolute_uri(passage.url),
-    }
+    return {**citation.as_dict(), "url": request.build_absolute_uri(citation.passage.url)}
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> HttpResponse:

@@ -2,6 +2,7 @@
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from retrieval.search import Passage
 
@@ -21,6 +22,18 @@ class Citation:
     n: int
     passage: Passage
     quote: str
+
+    def as_dict(self) -> dict[str, Any]:
+        passage = self.passage
+        return {
+            "n": self.n,
+            "chunk_id": passage.chunk_id,
+            "document_id": passage.document_id,
+            "document_title": passage.document_title,
+            "page": passage.page,
+            "quote": self.quote,
+            "url": passage.url,
+        }
 
 
 @dataclass(frozen=True)

@@ -45,16 +45,8 @@ def exchanges_shown(user: User, conversation: Conversation) -> list[Exchange]:
 
 
 def citation_dict(citation: Citation) -> dict[str, Any]:
-    passage = citation.passage
-    return {
-        "n": citation.n,
-        "chunk_id": passage.chunk_id,
-        "collection_id": passage.collection_id,
-        "document_title": passage.document_title,
-        "page": passage.page,
-        "quote": citation.quote,
-        "url": passage.url,
-    }
+    # The collection decides, each time the conversation is shown, whether it still may be.
+    return {**citation.as_dict(), "collection_id": citation.passage.collection_id}
 
 
 def passage_dict(passage: Passage) -> dict[str, Any]:
