@@ -9,12 +9,14 @@ import csv
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -89,6 +91,21 @@ def row_hash(event: AuditEvent) -> str:
     return hashlib.sha256(_canonical(_row_values(event))).hexdigest()
 
 
+# SQLite admits one writer at a time, and a thread that finds it busy sleeps in steps of
+# up to 100 ms before it tries again. The writers of this process (the embedded default
+# has one) queue on a lock instead, which hands over at once.
+_sqlite_writer = threading.Lock()
+
+
+@contextmanager
+def _one_writer() -> Iterator[None]:
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        yield  # a transaction that is already open holds SQLite's lock already
+        return
+    with _sqlite_writer:
+        yield
+
+
 def audit_record(
     *,
     action: str,
@@ -107,7 +124,7 @@ def audit_record(
     if isinstance(actor, Principal):
         actor = Actor.of(actor)
     info = request_context.current()
-    with transaction.atomic():
+    with _one_writer(), transaction.atomic():
         # Taking the head row's lock first serialises writers on PostgreSQL and SQLite.
         AuditChainHead.objects.filter(pk=1).update(seq=F("seq") + 1)
         head = AuditChainHead.objects.get(pk=1)
