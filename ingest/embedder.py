@@ -7,6 +7,7 @@ downloaded. Web requests that do not embed never import torch (a test proves it)
 
 import functools
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,3 +89,48 @@ def embed(texts: list[str]) -> "np.ndarray":
         convert_to_numpy=True,
         show_progress_bar=False,
     )
+
+
+class _QueryBatcher:
+    """Queries that arrive while one is being embedded wait, then go in one batch.
+
+    A batch of eight short queries costs little more than one, while eight separate
+    calls on a busy CPU queue behind each other: concurrent searches share the work.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._pending: list[tuple[str, Future[list[float]]]] = []
+        self._busy = False
+
+    def embed(self, text: str) -> list[float]:
+        mine: Future[list[float]] = Future()
+        with self._ready:
+            self._pending.append((text, mine))
+            while self._busy and not mine.done():
+                self._ready.wait()
+            if mine.done():
+                return mine.result()
+            self._busy = True  # this thread embeds everything waiting, its own included
+            batch, self._pending = self._pending, []
+        try:
+            vectors = embed([query for query, _ in batch])
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                future.set_result(vector.tolist())
+        except BaseException as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        finally:
+            with self._ready:
+                self._busy = False
+                self._ready.notify_all()
+        return mine.result()
+
+
+_queries = _QueryBatcher()
+
+
+def embed_query(text: str) -> list[float]:
+    """One search query's vector, batched with any others waiting at the same moment."""
+    return _queries.embed(text)

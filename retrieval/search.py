@@ -99,7 +99,7 @@ def passages_search(
     if not collection_ids or (document_ids is not None and not document_ids):
         return SearchResult([], list(collections), 0.0)
     scope = Scope(collection_ids, document_ids=document_ids, content_types=content_types)
-    dense = embedder.embed([query])[0].tolist()
+    dense = embedder.embed_query(query)
     store = vector_store()
     candidates = max(top_k * 3, settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0)
     hits = store.search(

@@ -248,3 +248,39 @@ def test_collections_are_kept_apart(pipeline, hr, eng, alice):
     add(other, "eng.txt", "The deploy freeze starts on Friday at noon.")
     result = passages_search(query="deploy freeze", collections=[hr])
     assert all(p.collection == "hr" for p in result.passages)
+
+
+def test_concurrent_queries_share_embedding_batches_and_each_gets_its_own_vector(monkeypatch):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from ingest import embedder
+
+    topics = ["parking", "holiday", "salary", "badges", "canteen", "vpn", "expenses", "travel"]
+    queries = [f"What is the policy on {topic}?" for topic in topics]
+    expected = embedder.embed(queries)
+    batches: list[int] = []
+    real = embedder.embed
+
+    def slow(texts: list[str]):
+        batches.append(len(texts))
+        time.sleep(0.05)  # the others arrive while this one runs
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "embed", slow)
+    with ThreadPoolExecutor(len(queries)) as pool:
+        vectors = list(pool.map(embedder.embed_query, queries))
+    for vector, wanted in zip(vectors, expected, strict=True):
+        assert np.allclose(vector, wanted, atol=1e-5)
+    assert sum(batches) == len(queries) and len(batches) < len(queries)
+
+    def broken(texts: list[str]):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(embedder, "embed", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        embedder.embed_query("anything")
+    monkeypatch.setattr(embedder, "embed", real)
+    assert np.allclose(embedder.embed_query(queries[0]), expected[0], atol=1e-5)

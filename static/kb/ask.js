@@ -54,6 +54,18 @@
     node.querySelector(".notices").append(el("p", text, { class: "notice", role: "alert" }));
   }
 
+  function addToSidebar(id, title) {
+    let list = document.querySelector(".sidebar ul");
+    if (!list) {
+      list = el("ul");
+      const none = document.querySelector(".sidebar p.muted");
+      if (none) none.replaceWith(list); else document.querySelector(".sidebar").append(list);
+    }
+    const item = el("li");
+    item.append(el("a", title, { href: "/conversations/" + id, "aria-current": "page" }));
+    list.prepend(item);
+  }
+
   function parse(raw) {
     let event = "message", data = "";
     raw.split("\n").forEach((line) => {
@@ -96,6 +108,7 @@
         renderSources(node, citations);
         if (data.refused) notice(node, "The documents you may read do not answer this.");
       } else if (event === "saved") {
+        if (!form.conversation.value) addToSidebar(data.conversation_id, question);
         form.conversation.value = data.conversation_id;
         const feedback = node.querySelector(".feedback");
         feedback.action = "/answers/" + data.query_id + "/feedback";
