@@ -107,6 +107,10 @@
         renderAnswer(answer, data.answer, citations);
         renderSources(node, citations);
         if (data.refused) notice(node, "The documents you may read do not answer this.");
+        else if (data.unsupported_sentences > 0) {
+          const n = data.unsupported_sentences;
+          notice(node, n + (n === 1 ? " sentence cites" : " sentences cite") + " no source: check it against the documents.");
+        }
       } else if (event === "saved") {
         if (!form.conversation.value) addToSidebar(data.conversation_id, question);
         form.conversation.value = data.conversation_id;
