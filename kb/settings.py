@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
-from kb.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from kb.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
 
 # Lets admin classes carry their model's type (admin.ModelAdmin[Collection]).
 django_stubs_ext.monkeypatch()
@@ -208,6 +208,10 @@ KB_MAX_UPLOAD_MB = env_int("KB_MAX_UPLOAD_MB", 200, minimum=1)
 KB_MAX_PASSAGES = env_int("KB_MAX_PASSAGES", 50_000, minimum=1)
 KB_EMBEDDING_MODEL_PATH = env_str("KB_EMBEDDING_MODEL_PATH")  # default: the bundled MiniLM
 KB_EMBEDDING_DEVICE = env_str("KB_EMBEDDING_DEVICE")  # default: cuda when present, else cpu
+# auto: ONNX Runtime on a CPU (same vectors, faster), sentence-transformers on a GPU.
+KB_EMBEDDING_BACKEND = env_choice("KB_EMBEDDING_BACKEND", "auto", ("auto", "onnx", "torch"))
+# Where the ONNX export of the embedding model is kept (made once, on first use).
+KB_MODEL_CACHE_DIR = Path(env_str("KB_MODEL_CACHE_DIR", str(KB_DATA_DIR / "models")))
 KB_EMBEDDING_BATCH_SIZE = env_int("KB_EMBEDDING_BATCH_SIZE", 16, minimum=1)
 # A document whose stage has not moved for this long is taken to be lost and re-queued.
 KB_STALE_AFTER_SECONDS = env_int("KB_STALE_AFTER_SECONDS", 900, minimum=1)

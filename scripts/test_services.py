@@ -34,6 +34,8 @@ def _redis_ok() -> str:
 def main() -> None:
     required = os.environ.get("KB_REQUIRE_SERVICES") == "1"
     env = dict(os.environ)
+    # Every test has its own data folder; the embedding model's ONNX export is made once.
+    env.setdefault("KB_MODEL_CACHE_DIR", os.path.abspath(".pytest_cache/kb-models"))
     for name, problem, variable, url in (
         ("PostgreSQL", _postgres_ok(), "DATABASE_URL", DATABASE_URL),
         ("Redis", _redis_ok(), "KB_TEST_REDIS_URL", REDIS_URL),

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from ingest.models import Chunk, Document, DocumentVersion, Stage
@@ -24,6 +25,7 @@ def ingest_folder(folder: Path, data_dir: Path) -> subprocess.Popen[str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": url,
         "KB_DATA_DIR": str(data_dir),
+        "KB_MODEL_CACHE_DIR": str(settings.KB_MODEL_CACHE_DIR),
     }
     return subprocess.Popen(
         [sys.executable, "manage.py", "ingest_folder", "hr", str(folder), "--wait"],

@@ -248,7 +248,7 @@ def test_web_requests_do_not_load_the_ml_stack(tmp_path):
         "django.setup()\n"
         "from django.test import Client\n"
         "Client().get('/healthz'); Client().get('/api/v1/collections')\n"
-        "heavy = ('torch', 'sentence_transformers', 'unstructured', 'llama_index')\n"
+        "heavy = ('torch', 'sentence_transformers', 'onnxruntime', 'unstructured', 'llama_index')\n"
         "heavy = sorted(m for m in heavy if m in sys.modules)\n"
         "print('heavy:', heavy)\n"
     )

@@ -1,0 +1,77 @@
+"""The embedding backends: ONNX Runtime gives sentence-transformers' vectors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ingest import embedder, onnx_encoder
+
+TEXTS = [
+    "Every employee receives twenty-eight days of paid holiday per year.",
+    "VPN",
+    "",
+    # Longer than the model's window: both cut it at the same word piece.
+    " ".join(f"clause {n} of the travel policy applies to contractors" for n in range(80)),
+    "Die Reisekostenrichtlinie gilt auch für Auftragnehmer.",
+]
+
+
+def test_onnx_runtime_gives_the_vectors_sentence_transformers_gives(settings, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    settings.KB_MODEL_CACHE_DIR = tmp_path / "models"
+    onnx_file = onnx_encoder.exported(embedder.model_path(), settings.KB_MODEL_CACHE_DIR)
+    assert onnx_file.parent == tmp_path / "models"
+    encoder = onnx_encoder.OnnxEncoder(
+        embedder.model_path(),
+        onnx_file,
+        max_length=embedder.max_tokens(),
+        dimensions=embedder.dimensions(),
+    )
+    got = encoder.encode(TEXTS, batch_size=2)  # mixed lengths share a padded batch
+    reference = SentenceTransformer(str(embedder.model_path()), device="cpu").encode(
+        TEXTS, normalize_embeddings=True
+    )
+    assert got.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (got * reference).sum(axis=1).min() > 0.9999
+    # A second load reuses the export.
+    assert onnx_encoder.exported(embedder.model_path(), settings.KB_MODEL_CACHE_DIR) == onnx_file
+
+
+def test_default_backend_on_a_cpu_is_onnx_runtime(settings):
+    settings.KB_EMBEDDING_BACKEND = "auto"
+    settings.KB_EMBEDDING_DEVICE = "cpu"
+    assert embedder.backend() == "onnx"
+    settings.KB_EMBEDDING_DEVICE = "cuda"
+    assert embedder.backend() == "torch"
+
+
+@pytest.mark.parametrize(
+    ("change", "supported"),
+    [
+        (lambda modules, pooling: None, True),
+        (
+            lambda modules, pooling: modules.append({"type": "sentence_transformers.models.Dense"}),
+            False,
+        ),
+        (lambda modules, pooling: pooling.update(pooling_mode_max_tokens=True), False),
+        (
+            lambda modules, pooling: pooling.update(
+                pooling_mode_mean_tokens=False, pooling_mode_cls_token=True
+            ),
+            True,
+        ),
+    ],
+)
+def test_models_onnx_cannot_reproduce_stay_on_sentence_transformers(tmp_path, change, supported):
+    folder = tmp_path / "model"
+    shutil.copytree(embedder.model_path(), folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    modules = json.loads((folder / "modules.json").read_text())
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    change(modules, pooling)
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    assert onnx_encoder.supported(folder) is supported
