@@ -82,7 +82,11 @@ def _model() -> Encoder:
 
         onnx_file = onnx_encoder.exported(model_path(), settings.KB_MODEL_CACHE_DIR)
         return onnx_encoder.OnnxEncoder(
-            model_path(), onnx_file, max_length=max_tokens(), dimensions=dimensions()
+            model_path(),
+            onnx_file,
+            max_length=max_tokens(),
+            dimensions=dimensions(),
+            threads=settings.KB_EMBEDDING_THREADS,
         )
     return _SentenceTransformer(_device())
 

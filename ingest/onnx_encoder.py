@@ -112,7 +112,15 @@ def exported(model_dir: Path, cache_dir: Path) -> Path:
 
 
 class OnnxEncoder:
-    def __init__(self, model_dir: Path, onnx_file: Path, *, max_length: int, dimensions: int):
+    def __init__(
+        self,
+        model_dir: Path,
+        onnx_file: Path,
+        *,
+        max_length: int,
+        dimensions: int,
+        threads: int = 0,
+    ) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -121,6 +129,7 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads  # 0: one per core
         self.session: InferenceSession = onnxruntime.InferenceSession(
             str(onnx_file), options, providers=["CPUExecutionProvider"]
         )

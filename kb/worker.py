@@ -4,12 +4,17 @@ The embedded vector engine admits one process, so the process that serves the we
 also runs the worker, in a thread (`celery.worker.WorkController` with the threads
 pool; not `app.Worker`, which installs signal handlers). `ingest_folder` uses the same
 worker when no server owns the data folder.
+
+Each queue gets its own consumer thread: parsing is pure Python and holds the GIL while
+embedding runs in native code, so one of each keeps both cores busy, where two parses
+at once would share one core and two embeddings would queue on the same cores.
 """
 
 import logging
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from celery.worker import WorkController
 from django.conf import settings
@@ -24,35 +29,59 @@ _started: list["InProcessWorker"] = []
 @dataclass
 class InProcessWorker:
     name: str
-    controller: WorkController
-    thread: threading.Thread
+    controllers: list[WorkController] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, timeout: float = 30) -> None:
         # Tasks still running are abandoned; the reconciler picks them up next start.
-        self.controller.stop(in_sighandler=False, exitcode=0)
-        self.thread.join(timeout)
+        for controller in self.controllers:
+            controller.stop(in_sighandler=False, exitcode=0)
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def alive(self) -> bool:
+        return bool(self.threads) and all(t.is_alive() for t in self.threads)
+
+
+def _consuming(controller: WorkController, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + 30
+    while getattr(getattr(controller, "consumer", None), "task_consumer", None) is None:
+        if not thread.is_alive():
+            raise RuntimeError("the in-process worker stopped while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the in-process worker did not start consuming within 30 s")
+        time.sleep(0.01)
 
 
 def worker_start(*, name: str = "embedded") -> InProcessWorker:
+    """One consumer thread per queue. Celery's queue selection is global to the app and
+    read when a consumer starts, so each is started in turn; then both queues are
+    selected again, so a consumer that reconnects later serves both (no work is missed)."""
     hostname = f"{name}@{socket.gethostname()}"
-    controller = WorkController(
-        app=app,
-        hostname=hostname,
-        pool_cls="threads",
-        concurrency=settings.KB_WORKER_CONCURRENCY,
-        queues=list(QUEUES),
-        without_heartbeat=True,
-        without_mingle=True,
-        without_gossip=True,
-        loglevel="INFO",
-    )
-    thread = threading.Thread(target=controller.start, name="kb-worker", daemon=True)
-    thread.start()
-    _started.append(worker := InProcessWorker(hostname, controller, thread))
-    logger.info("background worker started in this process (queues %s)", ", ".join(QUEUES))
+    worker = InProcessWorker(hostname)
+    for queue in QUEUES:
+        controller = WorkController(
+            app=app,
+            hostname=f"{name}-{queue}@{socket.gethostname()}",
+            pool_cls="threads",
+            concurrency=settings.KB_WORKER_CONCURRENCY,
+            queues=[queue],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="INFO",
+        )
+        thread = threading.Thread(target=controller.start, name=f"kb-{queue}", daemon=True)
+        thread.start()
+        worker.controllers.append(controller)
+        worker.threads.append(thread)
+        _consuming(controller, thread)
+    app.amqp.queues.select(list(QUEUES))
+    _started.append(worker)
+    logger.info("background workers started in this process (queues %s)", ", ".join(QUEUES))
     return worker
 
 
 def inprocess_workers_alive() -> list[str]:
     """Names of the workers running in this process (the embedded default's)."""
-    return [w.name for w in _started if w.thread.is_alive()]
+    return [w.name for w in _started if w.alive()]
