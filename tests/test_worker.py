@@ -38,6 +38,7 @@ def broker(request, audit_head, tmp_path):
         options = {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
             "polling_interval": 0.05,
         }
     previous = (app.conf.broker_url, app.conf.broker_transport_options)
