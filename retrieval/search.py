@@ -121,29 +121,56 @@ def passages_search(
 
 
 def _hydrate(hits: list[Hit]) -> list[Passage]:
-    """Text from the database, only for passages of each document's live version."""
-    by_point = {h.id: h for h in hits}
-    chunks = Chunk.objects.filter(point_id__in=list(by_point)).select_related(
-        "document", "document__collection"
-    )
-    passages = []
-    for chunk in chunks:
-        document = chunk.document
-        if chunk.version_id != document.live_version_id:
-            continue  # a version being replaced, for the instant both are in the store
-        passages.append(
-            Passage(
-                chunk_id=chunk.pk,
-                document_id=document.pk,
-                document_title=document.title,
-                collection=document.collection.slug,
-                collection_id=document.collection_id,
-                text=chunk.text,
-                score=by_point[str(chunk.point_id)].score,
-                page=chunk.page,
-                section=chunk.section,
-            )
+    """Text from the database, only for passages of each document's live version.
+
+    Plain values, not model instances: this runs on every search, and building 30 rows
+    of three models each cost more than the query itself (measured)."""
+    score = {h.id: h.score for h in hits}
+    rows = (
+        Chunk.objects.filter(point_id__in=list(score))
+        .order_by()
+        .values_list(
+            "pk",
+            "point_id",
+            "version_id",
+            "document_id",
+            "document__live_version_id",
+            "document__title",
+            "document__collection_id",
+            "document__collection__slug",
+            "text",
+            "page",
+            "section",
         )
+    )
+    passages = [
+        Passage(
+            chunk_id=chunk_id,
+            document_id=document_id,
+            document_title=title,
+            collection=slug,
+            collection_id=collection_id,
+            text=text,
+            score=score[str(point)],
+            page=page,
+            section=section,
+        )
+        for (
+            chunk_id,
+            point,
+            version_id,
+            document_id,
+            live_version_id,
+            title,
+            collection_id,
+            slug,
+            text,
+            page,
+            section,
+        ) in rows
+        # A version being replaced, for the instant both are in the store, is skipped.
+        if version_id == live_version_id
+    ]
     return sorted(passages, key=lambda p: -p.score)
 
 
