@@ -61,6 +61,9 @@ class DocumentVersion(models.Model):
     pages = models.PositiveIntegerField(null=True)
     chunk_count = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # While set and in the future, one embedding task holds this version (its own or as a
+    # companion of another's): others leave it alone.
+    claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

@@ -1,5 +1,6 @@
 """Celery entry points: ids in, one service call each. Retried on transient errors."""
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -18,14 +19,15 @@ class VersionTask(Task[Any, Any]):
 
 
 # Pipeline tasks: retried with jittered backoff on transient errors, then failed visibly.
-version_task = app.task(
-    base=VersionTask,
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=5,
-)
+RETRY_POLICY: dict[str, Any] = {
+    "base": VersionTask,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+version_task: Callable[[Callable[[int], None]], Task[Any, Any]] = app.task(**RETRY_POLICY)
 
 
 @version_task
@@ -33,9 +35,10 @@ def version_parse_task(version_id: int) -> None:
     services.version_parse(version_id=version_id)
 
 
-@version_task
-def version_embed_task(version_id: int) -> None:
-    services.version_embed(version_id=version_id)
+@app.task(bind=True, **RETRY_POLICY)
+def version_embed_task(self: Task[Any, Any], version_id: int) -> None:
+    # A retry embeds its version alone: a failing version must not hold others back.
+    services.version_embed(version_id=version_id, companions=self.request.retries == 0)
 
 
 @app.task

@@ -131,6 +131,91 @@ def test_changed_file_becomes_a_new_version_that_replaces_the_old(pipeline, hr, 
     )
 
 
+def waiting_to_embed(collection, monkeypatch, count: int) -> list[DocumentVersion]:
+    """Small documents parsed into passages whose embedding messages were lost."""
+    from ingest import services
+
+    with monkeypatch.context() as held:
+        held.setattr(services, "_enqueue_embed", lambda version_id: None)
+        results = [
+            upload(
+                collection, f"memo-{n}.txt", f"Memo {n}: the locker code is {n}{n}{n}.\n".encode()
+            )
+            for n in range(count)
+        ]
+    versions = [version_of(result) for (result,) in results]
+    assert all(v.stage == Stage.EMBEDDING for v in versions)
+    return versions
+
+
+def test_small_documents_waiting_are_embedded_in_one_call(pipeline, hr, monkeypatch):
+    from ingest import embedder, services
+
+    versions = waiting_to_embed(hr, monkeypatch, 3)
+    calls: list[int] = []
+    real = embedder.embed
+    monkeypatch.setattr(embedder, "embed", lambda texts: calls.append(len(texts)) or real(texts))
+    services.version_embed(version_id=versions[0].pk)
+    assert calls == [sum(v.chunk_count for v in versions)]
+    for version in versions:
+        assert version_of_doc(version.document_id).stage == Stage.READY
+    assert set(found(hr, "locker code")) == {v.document_id for v in versions}
+    # Their own messages, arriving afterwards, change nothing.
+    for version in versions[1:]:
+        services.version_embed(version_id=version.pk)
+    assert len(calls) == 1
+    assert vector_store().count(live_only=True) == Chunk.objects.count()
+
+
+def test_a_claimed_version_is_left_to_its_holder_and_a_retry_goes_alone(pipeline, hr, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingest import services
+
+    first, held, third = waiting_to_embed(hr, monkeypatch, 3)
+    DocumentVersion.objects.filter(pk=held.pk).update(
+        claimed_until=timezone.now() + timedelta(minutes=5)  # another worker is on it
+    )
+    services.version_embed(version_id=held.pk)
+    assert version_of_doc(held.document_id).stage == Stage.EMBEDDING
+    services.version_embed(version_id=first.pk, companions=False)
+    assert version_of_doc(first.document_id).stage == Stage.READY
+    assert version_of_doc(third.document_id).stage == Stage.EMBEDDING
+    services.version_embed(version_id=third.pk)
+    assert version_of_doc(third.document_id).stage == Stage.READY
+    assert version_of_doc(held.document_id).stage == Stage.EMBEDDING
+    # The holder went quiet: the reconciler voids its claim and the work gets done.
+    services.ingest_reconcile()
+    assert version_of_doc(held.document_id).stage == Stage.READY
+    assert vector_store().count(live_only=True) == Chunk.objects.count()
+
+
+def test_a_failed_embedding_frees_and_requeues_its_companions(pipeline, hr, monkeypatch):
+    from ingest import embedder, services
+
+    own, companion = waiting_to_embed(hr, monkeypatch, 2)
+    requeued: list[int] = []
+
+    def model_gone(texts):
+        raise ConnectionError("the embedding model's server went away")
+
+    with monkeypatch.context() as broken:
+        broken.setattr(embedder, "embed", model_gone)
+        broken.setattr(services, "_enqueue_embed", requeued.append)
+        with pytest.raises(ConnectionError):
+            services.version_embed(version_id=own.pk)
+    assert requeued == [companion.pk]  # the own version is retried by its task
+    for version in (own, companion):
+        current = version_of_doc(version.document_id)
+        assert current.stage == Stage.EMBEDDING and current.claimed_until is None
+    assert vector_store().count() == 0
+    services.version_embed(version_id=companion.pk)
+    services.version_embed(version_id=own.pk)
+    assert {version_of_doc(v.document_id).stage for v in (own, companion)} == {Stage.READY}
+
+
 def test_delete_leaves_nothing_behind(pipeline, hr, tmp_path):
     (result,) = upload_file(hr, files.make("docx", tmp_path))
     document = Document.objects.get(pk=result.document.pk)
