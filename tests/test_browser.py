@@ -132,6 +132,11 @@ def test_upload_ask_cite_and_the_outsider_sees_nothing(server, browser, tmp_path
     page.wait_for_function(
         "document.querySelectorAll('#documents .status-ready').length === 3", timeout=240_000
     )
+    # ... and so does each file's own line under the drop zone.
+    page.wait_for_function(
+        "[...document.querySelectorAll('#upload-list li')].every("
+        "li => li.textContent.endsWith(': ready'))"
+    )
     assert page.evaluate(UNLABELLED) == []
     shot(page, "collection")
 

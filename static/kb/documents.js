@@ -5,10 +5,22 @@
   const box = document.getElementById("documents");
   const form = document.getElementById("upload-form");
   let pending = 0;
+  const followed = []; // upload lines that follow their documents to ready or failed
 
   async function refresh() {
     const response = await fetch(box.dataset.url, { headers: { Accept: "text/html" } });
-    if (response.ok) box.innerHTML = await response.text();
+    if (response.ok) { box.innerHTML = await response.text(); follow(); }
+  }
+
+  function follow() {
+    followed.forEach((line) => {
+      const stages = line.ids.map((id) => {
+        const status = box.querySelector('tr[data-document="' + id + '"] .status');
+        return status ? status.textContent.trim() : "";
+      });
+      if (stages.includes("failed")) line.label.textContent = line.name + ": failed (the reason is in the table)";
+      else if (stages.every((stage) => stage === "ready")) line.label.textContent = line.name + ": ready";
+    });
   }
 
   function busy() {
@@ -44,7 +56,11 @@
       const failed = results.filter((r) => r.error);
       if (request.status !== 200) label.textContent = file.name + ": upload failed (" + request.status + ")";
       else if (failed.length) label.textContent = failed.map((r) => r.name + ": " + r.error).join("; ");
-      else label.textContent = file.name + ": received" + (results.some((r) => r.duplicate) ? " (unchanged, already here)" : ", processing");
+      else {
+        label.textContent = file.name + ": received" + (results.some((r) => r.duplicate) ? " (unchanged, already here)" : ", processing");
+        const ids = results.filter((r) => r.id && !r.duplicate).map((r) => r.id);
+        if (ids.length) followed.push({ label: label, name: file.name, ids: ids });
+      }
       refresh();
     };
     request.onerror = () => { pending -= 1; label.textContent = file.name + ": the upload was interrupted"; };
