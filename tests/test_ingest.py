@@ -154,7 +154,12 @@ def test_small_documents_waiting_are_embedded_in_one_call(pipeline, hr, monkeypa
     versions = waiting_to_embed(hr, monkeypatch, 3)
     calls: list[int] = []
     real = embedder.embed
-    monkeypatch.setattr(embedder, "embed", lambda texts: calls.append(len(texts)) or real(texts))
+
+    def counted(texts):
+        calls.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "embed", counted)
     services.version_embed(version_id=versions[0].pk)
     assert calls == [sum(v.chunk_count for v in versions)]
     for version in versions:
