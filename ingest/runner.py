@@ -40,8 +40,8 @@ def background_worker() -> Iterator[Worker]:
     from ingest.services import ingest_reconcile
     from kb.worker import worker_start
 
-    worker = worker_start(name="ingest-folder")
     ingest_reconcile()  # we own the store, so anything unfinished is orphaned: redo it
+    worker = worker_start(name="ingest-folder")
     try:
         yield Worker(owner=True)
     finally:

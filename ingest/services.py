@@ -312,12 +312,9 @@ def _claim(version_id: int) -> bool:
     return claimed == 1
 
 
-def _embed_claims(version_id: int, *, companions: bool) -> list[DocumentVersion]:
-    """The version, and when it is small other small versions waiting to be embedded,
-    up to EMBED_PART passages in all; empty when another task holds the version."""
-    if not _claim(version_id):
-        return []
-    claimed = [version_id]
+def _companions(version_id: int) -> list[int]:
+    """Other small versions waiting to be embedded, claimed, while the passages fit in
+    one EMBED_PART together with this version's."""
     room = EMBED_PART - DocumentVersion.objects.get(pk=version_id).chunk_count
     waiting = (
         DocumentVersion.objects.filter(_claimable(), stage=Stage.EMBEDDING, chunk_count__lte=room)
@@ -325,23 +322,23 @@ def _embed_claims(version_id: int, *, companions: bool) -> list[DocumentVersion]
         .order_by("pk")
         .values_list("pk", "chunk_count")
     )
-    if companions and room > 0:
-        for pk, count in waiting[:EMBED_PART]:
-            if count <= room and _claim(pk):
-                claimed.append(pk)
-                room -= count
-    return list(DocumentVersion.objects.filter(pk__in=claimed).select_related("document"))
+    claimed = []
+    for pk, count in waiting[:EMBED_PART] if room > 0 else ():
+        if count <= room and _claim(pk):
+            claimed.append(pk)
+            room -= count
+    return claimed
 
 
-def _release(versions: list[DocumentVersion], *, own_id: int) -> None:
+def _release(version_ids: list[int], *, own_id: int) -> None:
     """After a failure: the versions are free again, and the companions go back to the
     queue (their own messages found them claimed and were dropped)."""
-    DocumentVersion.objects.filter(pk__in=[v.pk for v in versions], stage=Stage.EMBEDDING).update(
+    DocumentVersion.objects.filter(pk__in=version_ids, stage=Stage.EMBEDDING).update(
         claimed_until=None
     )
-    for version in versions:
-        if version.pk != own_id:
-            _enqueue_embed(version.pk)
+    for pk in version_ids:
+        if pk != own_id:
+            _enqueue_embed(pk)
 
 
 def version_embed(*, version_id: int, companions: bool = True) -> None:
@@ -350,55 +347,79 @@ def version_embed(*, version_id: int, companions: bool = True) -> None:
     Other small versions waiting for this stage come along (`companions`), so a corpus of
     small documents is embedded in long calls; a retry goes alone, so one version that
     fails cannot keep failing the others."""
+    if not _claim(version_id):
+        if DocumentVersion.objects.filter(pk=version_id, stage=Stage.INDEXING).exists():
+            version_activate(version_id=version_id)  # a retry after a failed activation
+        return
+    claimed = [version_id]
+    try:
+        if companions:
+            claimed += _companions(version_id)
+        versions = list(DocumentVersion.objects.filter(pk__in=claimed).select_related("document"))
+        _embed_and_index(versions)
+    except BaseException:
+        _release(claimed, own_id=version_id)
+        raise
+    failure: Exception | None = None
+    for version in versions:
+        try:
+            _go_live(version)
+        except Exception as error:
+            if version.pk == version_id:
+                failure = error  # the task retries it
+            else:
+                _enqueue_embed(version.pk)  # its message then finishes the activation
+    if failure is not None:
+        raise failure
+
+
+def _embed_and_index(versions: list[DocumentVersion]) -> None:
+    """Every passage of these versions into the vector store, not yet searchable."""
     from ingest import embedder, sparse
     from ingest.vectors import Point, vector_store
 
-    versions = _embed_claims(version_id, companions=companions)
-    if not versions:
-        return
     by_id = {v.pk: v for v in versions}
     store = vector_store()
     chunks = list(Chunk.objects.filter(version_id__in=by_id).order_by("version_id", "index"))
-    totals = {v.pk: max(v.chunk_count, 1) for v in versions}
-    try:
-        for start in range(0, len(chunks), EMBED_PART):
-            part = chunks[start : start + EMBED_PART]
-            dense = embedder.embed([c.embedding_text for c in part])
-            store.upsert(
-                [
-                    Point(
-                        id=str(chunk.point_id),
-                        dense=vector.tolist(),
-                        sparse=sparse.encode_document(chunk.embedding_text),
-                        payload={
-                            "collection_id": by_id[chunk.version_id].document.collection_id,
-                            "document_id": chunk.document_id,
-                            "version": by_id[chunk.version_id].number,
-                            "chunk_id": chunk.pk,
-                            "page": chunk.page,
-                            "content_type": by_id[chunk.version_id].content_type,
-                            "live": 0,
-                        },
-                    )
-                    for chunk, vector in zip(part, dense, strict=True)
-                ]
-            )
-            last = part[-1]
-            DocumentVersion.objects.filter(pk=last.version_id, stage=Stage.EMBEDDING).update(
-                progress=0.3 + 0.65 * (last.index + 1) / totals[last.version_id]
-            )
-            DocumentVersion.objects.filter(pk__in=by_id, stage=Stage.EMBEDDING).update(
-                claimed_until=_lease(), updated_at=timezone.now()
-            )
-    except BaseException:
-        _release(versions, own_id=version_id)
-        raise
-    for version in versions:
-        if _advance(version.pk, Stage.EMBEDDING, Stage.INDEXING, progress=0.95, claimed_until=None):
-            version_activate(version_id=version.pk)
-        elif not DocumentVersion.objects.filter(pk=version.pk).exists():
-            # Deleted while it was being embedded: take back what was written.
-            store.delete(document_id=version.document_id, version=version.number)
+    for start in range(0, len(chunks), EMBED_PART):
+        part = chunks[start : start + EMBED_PART]
+        dense = embedder.embed([c.embedding_text for c in part])
+        store.upsert(
+            [
+                Point(
+                    id=str(chunk.point_id),
+                    dense=vector.tolist(),
+                    sparse=sparse.encode_document(chunk.embedding_text),
+                    payload={
+                        "collection_id": by_id[chunk.version_id].document.collection_id,
+                        "document_id": chunk.document_id,
+                        "version": by_id[chunk.version_id].number,
+                        "chunk_id": chunk.pk,
+                        "page": chunk.page,
+                        "content_type": by_id[chunk.version_id].content_type,
+                        "live": 0,
+                    },
+                )
+                for chunk, vector in zip(part, dense, strict=True)
+            ]
+        )
+        last = part[-1]
+        DocumentVersion.objects.filter(pk=last.version_id, stage=Stage.EMBEDDING).update(
+            progress=0.3 + 0.65 * (last.index + 1) / max(by_id[last.version_id].chunk_count, 1)
+        )
+        DocumentVersion.objects.filter(pk__in=by_id, stage=Stage.EMBEDDING).update(
+            claimed_until=_lease(), updated_at=timezone.now()
+        )
+
+
+def _go_live(version: DocumentVersion) -> None:
+    from ingest.vectors import vector_store
+
+    if _advance(version.pk, Stage.EMBEDDING, Stage.INDEXING, progress=0.95, claimed_until=None):
+        version_activate(version_id=version.pk)
+    elif not DocumentVersion.objects.filter(pk=version.pk).exists():
+        # Deleted while it was being embedded: take back what was written.
+        vector_store().delete(document_id=version.document_id, version=version.number)
 
 
 def version_activate(*, version_id: int) -> None:
@@ -449,10 +470,12 @@ def ingest_reconcile(*, stale_after: timedelta | None = None) -> int:
             version_activate(version_id=version_id)
             count += 1
         else:
-            # A claim whose holder went quiet is void: its lease is as long as this wait.
-            DocumentVersion.objects.filter(pk=version_id).update(
-                updated_at=timezone.now(), claimed_until=None
-            )
-            _enqueue_embed(version_id)
-            count += 1
+            # A stale claim is void: its lease is as long as this wait, and a live holder
+            # refreshes both. Checked again in the update, since the holder may be busy.
+            still = DocumentVersion.objects.filter(pk=version_id, stage=Stage.EMBEDDING)
+            if stale_after is not None:
+                still = still.filter(_claimable(), updated_at__lt=timezone.now() - stale_after)
+            if still.update(updated_at=timezone.now(), claimed_until=None):
+                _enqueue_embed(version_id)
+                count += 1
     return count

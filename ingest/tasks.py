@@ -37,8 +37,17 @@ def version_parse_task(version_id: int) -> None:
 
 @app.task(bind=True, **RETRY_POLICY)
 def version_embed_task(self: Task[Any, Any], version_id: int) -> None:
-    # A retry embeds its version alone: a failing version must not hold others back.
-    services.version_embed(version_id=version_id, companions=self.request.retries == 0)
+    # A retry embeds its version alone, so one failing version cannot fail the others: a
+    # first failure of any kind is retried, since a companion may have caused it.
+    first = self.request.retries == 0
+    try:
+        services.version_embed(version_id=version_id, companions=first)
+    except TRANSIENT:
+        raise
+    except Exception as error:
+        if not first:
+            raise
+        raise self.retry(exc=error, countdown=1) from error
 
 
 @app.task

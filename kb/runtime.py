@@ -78,9 +78,11 @@ def runtime_start() -> Runtime:
 
     vector_store()  # take ownership now: a second server on the same data fails here
     runtime.parts.append(_VectorStore())
-    runtime.parts.append(worker_start())
-    requeued = ingest_reconcile()  # this process is the only worker: all unfinished is orphaned
+    # This process is the only worker, so all unfinished work is orphaned; re-queued
+    # before the worker starts, so that no claim of its own is voided.
+    requeued = ingest_reconcile()
     if requeued:
         logger.info("re-queued %d unfinished documents", requeued)
+    runtime.parts.append(worker_start())
     runtime.parts.append(_Reconciler())
     return runtime

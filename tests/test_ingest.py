@@ -221,6 +221,67 @@ def test_a_failed_embedding_frees_and_requeues_its_companions(pipeline, hr, monk
     assert {version_of_doc(v.document_id).stage for v in (own, companion)} == {Stage.READY}
 
 
+def test_the_reconciler_leaves_a_live_claim_alone(pipeline, hr, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingest import services
+
+    (version,) = waiting_to_embed(hr, monkeypatch, 1)
+    requeued: list[int] = []
+    monkeypatch.setattr(services, "_enqueue_embed", requeued.append)
+    long_ago = timezone.now() - timedelta(hours=1)
+    claimed = DocumentVersion.objects.filter(pk=version.pk)
+    claimed.update(updated_at=long_ago, claimed_until=timezone.now() + timedelta(minutes=5))
+    assert services.ingest_reconcile(stale_after=timedelta(minutes=15)) == 0
+    claimed.update(claimed_until=long_ago)  # its holder went quiet
+    assert services.ingest_reconcile(stale_after=timedelta(minutes=15)) == 1
+    assert requeued == [version.pk]
+    assert claimed.get().claimed_until is None
+
+
+def test_a_failed_activation_is_finished_by_the_retry(pipeline, hr, monkeypatch):
+    from ingest import services
+    from ingest.vectors.edge import EdgeStore
+
+    (version,) = waiting_to_embed(hr, monkeypatch, 1)
+    with monkeypatch.context() as broken:
+
+        def store_gone(self, **kwargs):
+            raise ConnectionError("the vector store went away")
+
+        broken.setattr(EdgeStore, "set_live", store_gone)
+        with pytest.raises(ConnectionError):
+            services.version_embed(version_id=version.pk)
+    assert version_of_doc(version.document_id).stage == Stage.INDEXING
+    services.version_embed(version_id=version.pk, companions=False)
+    assert version_of_doc(version.document_id).stage == Stage.READY
+    assert found(hr, "locker code") == [version.document_id]
+
+
+def test_a_bad_companion_does_not_fail_the_version_that_took_it(pipeline, hr, monkeypatch):
+    from ingest import embedder, services
+    from ingest.tasks import version_embed_task
+
+    own, companion = waiting_to_embed(hr, monkeypatch, 2)
+    bad = {c.embedding_text for c in Chunk.objects.filter(version_id=companion.pk)}
+    real = embedder.embed
+
+    def choking(texts):
+        if bad & set(texts):
+            raise ValueError("the model cannot read this passage")
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "embed", choking)
+    requeued: list[int] = []
+    monkeypatch.setattr(services, "_enqueue_embed", requeued.append)
+    version_embed_task.apply(args=[own.pk], throw=False)
+    assert version_of_doc(own.document_id).stage == Stage.READY  # retried alone
+    assert requeued == [companion.pk]
+    assert version_of_doc(companion.document_id).stage == Stage.EMBEDDING
+
+
 def test_delete_leaves_nothing_behind(pipeline, hr, tmp_path):
     (result,) = upload_file(hr, files.make("docx", tmp_path))
     document = Document.objects.get(pk=result.document.pk)
