@@ -365,10 +365,10 @@ def version_embed(*, version_id: int, companions: bool = True) -> None:
         try:
             _go_live(version)
         except Exception as error:
+            # Free again; a companion goes back to the queue, the own version is retried.
+            _release([version.pk], own_id=version_id)
             if version.pk == version_id:
-                failure = error  # the task retries it
-            else:
-                _enqueue_embed(version.pk)  # its message then finishes the activation
+                failure = error
     if failure is not None:
         raise failure
 

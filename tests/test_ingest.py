@@ -260,6 +260,29 @@ def test_a_failed_activation_is_finished_by_the_retry(pipeline, hr, monkeypatch)
     assert found(hr, "locker code") == [version.document_id]
 
 
+def test_a_companion_whose_activation_failed_goes_back_to_the_queue(pipeline, hr, monkeypatch):
+    from ingest import services
+    from ingest.vectors.edge import EdgeStore
+
+    own, companion = waiting_to_embed(hr, monkeypatch, 2)
+    requeued: list[int] = []
+    real = EdgeStore.set_live
+    with monkeypatch.context() as broken:
+
+        def flaky(self, *, document_id, version):
+            if document_id == companion.document_id:
+                raise ConnectionError("the vector store went away")
+            return real(self, document_id=document_id, version=version)
+
+        broken.setattr(EdgeStore, "set_live", flaky)
+        broken.setattr(services, "_enqueue_embed", requeued.append)
+        services.version_embed(version_id=own.pk)
+    assert version_of_doc(own.document_id).stage == Stage.READY
+    assert requeued == [companion.pk]
+    services.version_embed(version_id=companion.pk)  # its message, delivered again
+    assert version_of_doc(companion.document_id).stage == Stage.READY
+
+
 def test_a_bad_companion_does_not_fail_the_version_that_took_it(pipeline, hr, monkeypatch):
     from ingest import embedder, services
     from ingest.tasks import version_embed_task
