@@ -133,43 +133,32 @@ def _hydrate(hits: list[Hit]) -> list[Passage]:
             "pk",
             "point_id",
             "version_id",
+            "text",
+            "page",
+            "section",
             "document_id",
             "document__live_version_id",
             "document__title",
             "document__collection_id",
             "document__collection__slug",
-            "text",
-            "page",
-            "section",
+            named=True,
         )
     )
     passages = [
         Passage(
-            chunk_id=chunk_id,
-            document_id=document_id,
-            document_title=title,
-            collection=slug,
-            collection_id=collection_id,
-            text=text,
-            score=score[str(point)],
-            page=page,
-            section=section,
+            chunk_id=row.pk,
+            document_id=row.document_id,
+            document_title=row.document__title,
+            collection=row.document__collection__slug,
+            collection_id=row.document__collection_id,
+            text=row.text,
+            score=score[str(row.point_id)],
+            page=row.page,
+            section=row.section,
         )
-        for (
-            chunk_id,
-            point,
-            version_id,
-            document_id,
-            live_version_id,
-            title,
-            collection_id,
-            slug,
-            text,
-            page,
-            section,
-        ) in rows
+        for row in rows
         # A version being replaced, for the instant both are in the store, is skipped.
-        if version_id == live_version_id
+        if row.version_id == row.document__live_version_id
     ]
     return sorted(passages, key=lambda p: -p.score)
 
