@@ -149,6 +149,8 @@ def test_upload_ask_cite_and_the_outsider_sees_nothing(server, browser, tmp_path
     exchange.locator(".answer a.cite").first.wait_for(timeout=120_000)
     assert int(exchange.get_attribute("data-tokens") or 0) > 1  # it came word by word
     assert "car park" in exchange.locator(".sources").first.inner_text()
+    # The conversation is saved after the answer ends; the sidebar then lists it once.
+    page.wait_for_function("document.querySelector('#exchanges > :last-child').dataset.queryId")
     assert page.locator(".sidebar a", has_text="staff car park").count() == 1
     assert page.evaluate(UNLABELLED) == []
     shot(page, "ask")
