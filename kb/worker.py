@@ -16,7 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from celery.platforms import EX_OK
 from celery.worker import WorkController
+from celery.worker import state as worker_state
 from django.conf import settings
 
 from kb.celery import app
@@ -33,11 +35,17 @@ class InProcessWorker:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, timeout: float = 30) -> None:
-        # Tasks still running are abandoned; the reconciler picks them up next start.
-        for controller in self.controllers:
-            controller.stop(in_sighandler=False, exitcode=0)
-        for thread in self.threads:
-            thread.join(timeout)
+        """Each consumer stops itself, from its own thread, at its loop's next turn (a
+        second at most). kombu's connections are not thread-safe: closing one from here
+        while its loop reads the socket hung both (seen: Channel.close waiting for a
+        BRPOP reply that the loop had taken). The flag is Celery's, for the whole process.
+        Tasks still running are abandoned; the reconciler picks them up next start."""
+        worker_state.should_stop = EX_OK  # type: ignore[assignment]  # typed None there
+        try:
+            for thread in self.threads:
+                thread.join(timeout)
+        finally:
+            worker_state.should_stop = None
 
     def alive(self) -> bool:
         return bool(self.threads) and all(t.is_alive() for t in self.threads)
@@ -59,6 +67,10 @@ def worker_start(*, name: str = "embedded") -> InProcessWorker:
     selected again, so a consumer that reconnects later serves both (no work is missed)."""
     hostname = f"{name}@{socket.gethostname()}"
     worker = InProcessWorker(hostname)
+    # No remote control: the status page asks these threads directly, and two consumers'
+    # broadcast subscriptions in one process could leave one blocked reading the other's
+    # socket on the way out (seen, with Redis).
+    app.conf.worker_enable_remote_control = False
     for queue in QUEUES:
         controller = WorkController(
             app=app,

@@ -23,10 +23,9 @@ def wait_for(version_id: int, seconds: float = 120) -> DocumentVersion:
 
 
 @pytest.fixture
-def broker(request, audit_head, tmp_path):
-    """The Celery app pointed at the given broker, with a worker thread consuming it."""
+def broker_url(request, audit_head, tmp_path):
+    """The Celery app pointed at the given broker."""
     from kb.celery import app
-    from kb.worker import worker_start
 
     url, options = request.param
     if url == "redis":
@@ -44,11 +43,19 @@ def broker(request, audit_head, tmp_path):
     previous = (app.conf.broker_url, app.conf.broker_transport_options)
     app.conf.update(broker_url=url, broker_transport_options=options)
     _forget_connections(app)
+    yield
+    app.conf.update(broker_url=previous[0], broker_transport_options=previous[1])
+    _forget_connections(app)
+
+
+@pytest.fixture
+def broker(broker_url):
+    """... with a worker thread consuming it."""
+    from kb.worker import worker_start
+
     worker = worker_start(name="test")
     yield
     worker.stop()
-    app.conf.update(broker_url=previous[0], broker_transport_options=previous[1])
-    _forget_connections(app)
 
 
 def _forget_connections(app) -> None:
@@ -57,14 +64,13 @@ def _forget_connections(app) -> None:
     app.amqp._producer_pool = None
 
 
-@pytest.mark.parametrize(
-    "broker",
-    [
-        pytest.param(("redis", None), marks=pytest.mark.redis, id="redis"),
-        pytest.param(("filesystem://", None), id="filesystem"),
-    ],
-    indirect=True,
-)
+BROKERS = [
+    pytest.param(("redis", None), marks=pytest.mark.redis, id="redis"),
+    pytest.param(("filesystem://", None), id="filesystem"),
+]
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 def test_upload_is_processed_by_the_worker_not_the_request(broker, hr, tmp_path):
     data = files.make("md", tmp_path).read_bytes()
     (result,) = document_upload(collection=hr, actor=SYSTEM, path="a.md", stream=io.BytesIO(data))
@@ -74,3 +80,15 @@ def test_upload_is_processed_by_the_worker_not_the_request(broker, hr, tmp_path)
     version = wait_for(result.version.pk)
     assert version.stage == Stage.READY, version.error
     assert version.chunk_count >= 1
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+def test_the_worker_stops_every_time(broker_url):
+    # serve and ingest_folder stop their worker on the way out; a stop that hangs
+    # would keep the process from ending.
+    from kb.worker import worker_start
+
+    for _ in range(5):
+        worker = worker_start(name="stopping")
+        worker.stop()
+        assert not any(thread.is_alive() for thread in worker.threads)
