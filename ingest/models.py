@@ -4,6 +4,11 @@ from django.db import models
 from kb.models import Collection
 
 
+def embedding_text(context: str, text: str) -> str:
+    """What a passage's vectors are made of: the passage with its title and heading."""
+    return f"{context}\n{text}" if context else text
+
+
 class Stage(models.TextChoices):
     QUEUED = "queued"
     PARSING = "parsing"
@@ -103,5 +108,20 @@ class Chunk(models.Model):
 
     @property
     def embedding_text(self) -> str:
-        """What the vectors are made of: the passage with its title and heading."""
-        return f"{self.context}\n{self.text}" if self.context else self.text
+        return embedding_text(self.context, self.text)
+
+
+class TermCount(models.Model):
+    """How many live passages of a collection hold a BM25 term (ingest.term_stats)."""
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
+    term = models.BigIntegerField()  # the sparse vector's index; -1 counts all passages
+    passages = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "term"], name="term_count_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection_id}/{self.term}: {self.passages}"

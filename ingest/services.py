@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from ingest import archives, storage
+from ingest import archives, storage, term_stats
 from ingest.filetypes import TYPES, UnsupportedFile, detect
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Stage
 from kb.audit import Actor, audit_record
@@ -207,6 +207,12 @@ def document_delete(*, document: Document, actor: Principal | Actor) -> None:
             collections=[document.collection.slug],
             detail={"document_id": document.pk, "path": document.path},
         )
+        locked = Document.objects.select_for_update().filter(pk=document.pk)
+        live = locked.values_list("live_version_id", flat=True).first()
+        if live is not None:
+            term_stats.version_counted(
+                collection_id=document.collection_id, version_id=live, sign=-1
+            )
         document_id = document.pk
         document.delete()
     vector_store().delete(document_id=document_id)
@@ -431,9 +437,17 @@ def version_activate(*, version_id: int) -> None:
     store = vector_store()
     store.set_live(document_id=document.pk, version=version.number)
     with transaction.atomic():
-        Document.objects.select_for_update().filter(pk=document.pk).first()
+        locked = Document.objects.select_for_update().filter(pk=document.pk)
+        previous = locked.values_list("live_version_id", flat=True).first()
         if not _advance(version_id, Stage.INDEXING, Stage.READY, progress=1.0):
             return
+        term_stats.version_counted(
+            collection_id=document.collection_id, version_id=version_id, sign=1
+        )
+        if previous is not None:
+            term_stats.version_counted(
+                collection_id=document.collection_id, version_id=previous, sign=-1
+            )
         older = list(document.versions.exclude(pk=version_id).filter(number__lt=version.number))
         Document.objects.filter(pk=document.pk).update(
             live_version=version, updated_at=timezone.now()

@@ -1,9 +1,9 @@
 """BM25-style sparse vectors, the same on both vector back ends.
 
 Qdrant's own BM25 (Rust, from qdrant-edge-py: English stemming and stop words)
-gives a document's saturated term frequencies; the collection-wide inverse document
-frequency is applied by the store (Qdrant's IDF modifier), so adding documents never
-means re-encoding old ones. A query weighs each of its terms once.
+gives a document's saturated term frequencies. The inverse document frequency goes
+into the query instead, counted over the searched collections only (ingest.term_stats),
+so adding documents never means re-encoding old ones.
 """
 
 import functools

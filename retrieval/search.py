@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from django.conf import settings
 from django.urls import reverse
 
-from ingest import embedder, sparse
+from ingest import embedder, sparse, term_stats
 from ingest.models import Chunk, Document
 from ingest.vectors import Hit, vector_store
 from ingest.vectors.base import Scope
@@ -102,9 +102,12 @@ def passages_search(
     dense = embedder.embed_query(query)
     store = vector_store()
     candidates = max(top_k * 3, settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0)
+    terms = sparse.encode_query(query)
+    if not store.idf_in_store:
+        terms = term_stats.query_weights(terms, collection_ids)
     hits = store.search(
         dense=dense,
-        sparse=sparse.encode_query(query),
+        sparse=terms,
         scope=scope,
         limit=min(candidates, 300),
         mode=mode,

@@ -7,6 +7,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
+from ingest.services import document_delete
+from kb.audit import SYSTEM
 from kb.models import AuditEvent, Collection, ModelProfile
 from retrieval import services
 from retrieval.search import passages_search
@@ -284,3 +286,45 @@ def test_concurrent_queries_share_embedding_batches_and_each_gets_its_own_vector
         embedder.embed_query("anything")
     monkeypatch.setattr(embedder, "embed", real)
     assert np.allclose(embedder.embed_query(queries[0]), expected[0], atol=1e-5)
+
+
+def test_other_collections_do_not_shape_the_scores_a_reader_sees(pipeline, hr, eng):
+    # BM25 weights count only the searched collections: documents added where the reader
+    # cannot look change nothing they see, not even a score.
+    add(hr, "parking.txt", PARKING)
+    add(hr, "holiday.txt", "Holiday policy: twenty-eight days of paid leave a year.")
+
+    def scores(collections: list[Collection]) -> list[float]:
+        result = passages_search(query="car park policy", collections=collections, mode="sparse")
+        return [p.score for p in result.passages]
+
+    before = scores([hr])
+    for n in range(4):
+        add(eng, f"park-{n}.txt", f"Car park {n}: the secret project's parking policy.")
+    assert scores([hr]) == before
+    assert scores([hr, eng])[: len(before)] != before  # searching both counts both
+
+
+def test_term_counts_follow_each_live_version(pipeline, hr, eng):
+    from ingest import term_stats
+    from ingest.models import TermCount
+
+    def kept(collection: Collection) -> dict[int, int]:
+        rows = TermCount.objects.filter(collection=collection, passages__gt=0)
+        return dict(rows.values_list("term", "passages"))
+
+    def recounted(collection: Collection) -> dict[int, int]:
+        return dict(term_stats.live_counts(collection.pk))
+
+    add(hr, "parking.txt", PARKING)
+    holiday = add(hr, "holiday.txt", "Holiday policy: twenty-eight days of paid leave.")
+    add(eng, "build.txt", "Build policy: every change is reviewed.")
+    add(hr, "parking.txt", PARKING + " Bicycles go in the shed by the gate.")  # a new version
+    assert kept(hr)[term_stats.PASSAGES] == 2
+    assert kept(hr) == recounted(hr) and kept(eng) == recounted(eng)
+    document_delete(document=holiday, actor=SYSTEM)
+    assert kept(hr) == recounted(hr) and kept(hr)[term_stats.PASSAGES] == 1
+    assert TermCount.objects.filter(collection=eng).exists()
+    eng_id = eng.pk
+    eng.delete()
+    assert not TermCount.objects.filter(collection_id=eng_id).exists()

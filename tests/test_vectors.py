@@ -171,3 +171,48 @@ def test_edge_store_admits_one_process(tmp_path):
         assert "busy: the vector store" in result.stdout
     finally:
         store.close()
+
+
+def test_the_store_weighs_terms_only_as_the_query_says(store):
+    # No IDF of its own: a sparse score is the dot product with the weights sent.
+    terms = encode_query("cooling")
+    (hit,) = store.search(dense=None, sparse=terms, scope=Scope([1]), limit=5, mode="sparse")
+    doubled = type(terms)(terms.indices, [2 * v for v in terms.values])
+    (again,) = store.search(dense=None, sparse=doubled, scope=Scope([1]), limit=5, mode="sparse")
+    assert store.idf_in_store is False
+    assert again.score == pytest.approx(2 * hit.score)
+    stored = encode_document(TEXTS[(1, 11, 1)])
+    weight = dict(zip(stored.indices, stored.values, strict=True))[terms.indices[0]]
+    assert hit.score == pytest.approx(terms.values[0] * weight, rel=1e-4)
+
+
+def test_a_store_made_with_qdrants_idf_says_so(tmp_path):
+    import qdrant_client
+    import qdrant_edge as q
+
+    edge = q.EdgeShard.create(
+        str(tmp_path / "edge"),
+        q.EdgeConfig(
+            vectors={"dense": q.EdgeVectorParams(size=DIM, distance=q.Distance.Cosine)},
+            sparse_vectors={"sparse": q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+        ),
+    )
+    edge.close()
+    assert EdgeStore.open(tmp_path / "edge", dimensions=DIM).idf_in_store is True
+    client = qdrant_client.QdrantClient(path=str(tmp_path / "local"))
+    client.create_collection(
+        "kb-old",
+        vectors_config={
+            "dense": qdrant_client.models.VectorParams(
+                size=DIM, distance=qdrant_client.models.Distance.COSINE
+            )
+        },
+        sparse_vectors_config={
+            "sparse": qdrant_client.models.SparseVectorParams(
+                modifier=qdrant_client.models.Modifier.IDF
+            )
+        },
+    )
+    client.close()
+    old = ServerStore.connect(path=str(tmp_path / "local"), collection="kb-old", dimensions=DIM)
+    assert old.idf_in_store is True

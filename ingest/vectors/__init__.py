@@ -6,6 +6,7 @@ to a Qdrant server or cluster through qdrant-client (production, `QDRANT_URL`).
 """
 
 import functools
+import logging
 import threading
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from ingest.vectors.base import Hit, Point, SearchMode, VectorStore
 __all__ = ["Hit", "Point", "SearchMode", "VectorStore", "vector_store", "vector_store_close"]
 
 _lock = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -40,7 +42,15 @@ def _open() -> VectorStore:
 def vector_store() -> VectorStore:
     """This process's store, opened on first use (the embedded one: by its one owner)."""
     with _lock:
-        return _open()
+        fresh = not _open.cache_info().currsize
+        store = _open()
+    if fresh and store.idf_in_store:
+        logger.warning(
+            "the vector store was made by an earlier kb: its BM25 term weights count the "
+            "passages of every collection. Ingest into a new data folder (or Qdrant "
+            "collection) to have them count only the collections searched."
+        )
+    return store
 
 
 def vector_store_close() -> None:

@@ -39,6 +39,10 @@ class Scope:
 
 
 class VectorStore(Protocol):
+    # True for a store made before kb weighed query terms by the searched collections
+    # (ingest.term_stats): Qdrant's IDF modifier weighs them there, over all of them.
+    idf_in_store: bool
+
     def upsert(self, points: Sequence[Point]) -> None: ...
 
     def set_live(self, *, document_id: int, version: int) -> None:

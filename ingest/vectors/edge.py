@@ -5,6 +5,7 @@ so only the process that owns the data folder opens it; one object then serves t
 process's web threads and worker threads together.
 """
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,21 @@ def _sparse(vector: SparseVector) -> q.SparseVector:
     return q.SparseVector(indices=vector.indices, values=vector.values)
 
 
+def _idf_in_store(path: Path) -> bool:
+    config = json.loads((path / "edge_config.json").read_text())
+    return bool(config.get("sparse_vectors", {}).get(SPARSE, {}).get("modifier"))
+
+
 class EdgeStore:
-    def __init__(self, shard: q.EdgeShard) -> None:
+    def __init__(self, shard: q.EdgeShard, *, idf_in_store: bool = False) -> None:
         self.shard = shard
+        self.idf_in_store = idf_in_store
 
     @classmethod
     def open(cls, path: Path, *, dimensions: int) -> "EdgeStore":
         try:
             if (path / "edge_config.json").exists() or (path.exists() and any(path.iterdir())):
-                return cls(q.EdgeShard.load(str(path)))
+                return cls(q.EdgeShard.load(str(path)), idf_in_store=_idf_in_store(path))
             path.mkdir(parents=True, exist_ok=True)
             shard = q.EdgeShard.create(
                 str(path),
@@ -72,7 +79,8 @@ class EdgeStore:
                     vectors={
                         DENSE: q.EdgeVectorParams(size=dimensions, distance=q.Distance.Cosine)
                     },
-                    sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+                    # Term weights come with the query (ingest.term_stats).
+                    sparse_vectors={SPARSE: q.EdgeSparseVectorParams()},
                 ),
             )
         except Exception as error:

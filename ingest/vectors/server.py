@@ -57,6 +57,7 @@ class ServerStore:
     def __init__(self, client: QdrantClient, collection: str) -> None:
         self.client = client
         self.collection = collection
+        self.idf_in_store = False
 
     @classmethod
     def connect(
@@ -75,13 +76,16 @@ class ServerStore:
 
     def _ensure(self, dimensions: int) -> None:
         if self.client.collection_exists(self.collection):
+            sparse = self.client.get_collection(self.collection).config.params.sparse_vectors
+            self.idf_in_store = (sparse or {})[SPARSE].modifier == models.Modifier.IDF
             return
         self.client.create_collection(
             self.collection,
             vectors_config={
                 DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)
             },
-            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            # Term weights come with the query (ingest.term_stats).
+            sparse_vectors_config={SPARSE: models.SparseVectorParams()},
         )
         for field, schema in (
             (COLLECTION_ID, models.PayloadSchemaType.INTEGER),

@@ -1,0 +1,93 @@
+"""How many live passages of each collection hold each BM25 term: what weighs the
+terms of a sparse query.
+
+Qdrant's own IDF modifier counts every point in the store, so documents in
+collections a user may not read would shape the scores that user sees, and by
+watching them the user could tell whether a word appears there. Weighing each
+query term by its frequency in the searched collections only keeps both the ranking
+and that information inside the permitted set. The counts change in the same
+transaction as a document's live version.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from django.db import connection
+from django.db.models import F, Sum
+
+from ingest import sparse
+from ingest.models import Chunk, TermCount, embedding_text
+
+PASSAGES = -1  # the row that counts a collection's live passages (terms are >= 0)
+_ROWS_PER_STATEMENT = 300  # three parameters each, well under SQLite's limit
+
+
+def _counts(texts: Iterable[str]) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for text in texts:
+        counts.update(set(sparse.encode_document(text).indices))
+        counts[PASSAGES] += 1
+    return counts
+
+
+def _add(collection_id: int, counts: Counter[int], sign: int) -> None:
+    """One upsert per few hundred terms; rows that fall to 0 stay (they weigh nothing)."""
+    # The model's own table name; every value is a parameter.
+    table = connection.ops.quote_name(TermCount._meta.db_table)
+    upsert = (
+        f"INSERT INTO {table} (collection_id, term, passages) VALUES {{rows}}"  # noqa: S608
+        f" ON CONFLICT (collection_id, term)"
+        f" DO UPDATE SET passages = {table}.passages + excluded.passages"
+    )
+    rows = [(collection_id, term, sign * n) for term, n in counts.items() if n]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            part = rows[start : start + _ROWS_PER_STATEMENT]
+            cursor.execute(
+                upsert.format(rows=", ".join(["(%s, %s, %s)"] * len(part))),
+                [value for row in part for value in row],
+            )
+
+
+def version_counted(*, collection_id: int, version_id: int, sign: int) -> None:
+    """Add (sign 1) or take away (sign -1) one version's passages. Call it inside the
+    transaction that makes the version live or ends it."""
+    chunks = Chunk.objects.filter(version_id=version_id).only("text", "context")
+    _add(collection_id, _counts(c.embedding_text for c in chunks.iterator()), sign)
+
+
+def live_counts(collection_id: int, chunk_model: type[Chunk] = Chunk) -> Counter[int]:
+    """The counts from scratch, over the passages of each document's live version (the
+    migration that started keeping them passes its historical model)."""
+    chunks = chunk_model.objects.filter(
+        collection_id=collection_id, version_id=F("document__live_version_id")
+    ).only("text", "context")
+    return _counts(embedding_text(c.context, c.text) for c in chunks.iterator())
+
+
+def counts_add(collection_id: int, counts: Counter[int]) -> None:
+    _add(collection_id, counts, 1)
+
+
+def query_weights(query: sparse.SparseVector, collection_ids: Sequence[int]) -> sparse.SparseVector:
+    """Each query term weighed by its BM25 IDF over the live passages of these
+    collections, by the formula of Qdrant's IDF modifier; terms none holds are left out."""
+    found = dict(
+        TermCount.objects.filter(
+            collection_id__in=collection_ids, term__in=[*query.indices, PASSAGES]
+        )
+        .values("term")
+        .annotate(n=Sum("passages"))
+        .values_list("term", "n")
+    )
+    total = found.pop(PASSAGES, 0)
+    kept = [
+        (t, w, found[t])
+        for t, w in zip(query.indices, query.values, strict=True)
+        if found.get(t, 0) > 0
+    ]
+    return sparse.SparseVector(
+        [t for t, _, _ in kept],
+        [w * math.log((total - n + 0.5) / (n + 0.5) + 1) for _, w, n in kept],
+    )
