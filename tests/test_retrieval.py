@@ -1,5 +1,6 @@
 """Search and answers over real ingested documents, with the real small local model."""
 
+import io
 import json
 from typing import Any
 
@@ -328,3 +329,24 @@ def test_term_counts_follow_each_live_version(pipeline, hr, eng):
     eng_id = eng.pk
     eng.delete()
     assert not TermCount.objects.filter(collection_id=eng_id).exists()
+
+
+def test_optimizing_the_embedded_store_keeps_every_answer(pipeline, hr):
+    from django.core.management import call_command
+
+    from ingest.models import Chunk
+
+    add(hr, "parking.txt", PARKING)
+    gone = add(hr, "old.txt", "Old parking rules: the car park closed at noon.")
+    add(hr, "holiday.txt", "Holiday policy: twenty-eight days of paid leave a year.")
+    document_delete(document=gone, actor=SYSTEM)
+
+    def found() -> list[tuple[int, float]]:
+        result = passages_search(query="when does the car park open", collections=[hr])
+        return [(p.chunk_id, round(p.score, 4)) for p in result.passages]
+
+    before = found()
+    out = io.StringIO()
+    call_command("vectors_optimize", stdout=out)
+    assert f"optimized points={Chunk.objects.count()} " in out.getvalue()  # the deleted one is not among them
+    assert found() == before

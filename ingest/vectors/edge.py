@@ -187,6 +187,16 @@ class EdgeStore:
             must.append(_match(LIVE, 1))
         return int(self.shard.count(q.CountRequest(filter=q.Filter(must=must) if must else None)))
 
+    def optimize(self) -> tuple[int, int]:
+        """Build the search indexes and drop deleted points: (points, indexed vectors).
+
+        Until then the engine compares a query with every stored vector (24 ms at 100k
+        passages, 0.4 ms after; measured). It holds the GIL throughout (9.5 s at 20k
+        points, measured), so it runs only while nothing else uses this process."""
+        self.shard.optimize()
+        info = self.shard.info()
+        return int(info.points_count), int(info.indexed_vectors_count)
+
     def close(self) -> None:
         self.shard.flush()
         self.shard.close()
