@@ -209,10 +209,7 @@ def document_delete(*, document: Document, actor: Principal | Actor) -> None:
         )
         locked = Document.objects.select_for_update().filter(pk=document.pk)
         live = locked.values_list("live_version_id", flat=True).first()
-        if live is not None:
-            term_stats.version_counted(
-                collection_id=document.collection_id, version_id=live, sign=-1
-            )
+        term_stats.live_version_changed(collection_id=document.collection_id, new=None, old=live)
         document_id = document.pk
         document.delete()
     vector_store().delete(document_id=document_id)
@@ -441,13 +438,9 @@ def version_activate(*, version_id: int) -> None:
         previous = locked.values_list("live_version_id", flat=True).first()
         if not _advance(version_id, Stage.INDEXING, Stage.READY, progress=1.0):
             return
-        term_stats.version_counted(
-            collection_id=document.collection_id, version_id=version_id, sign=1
+        term_stats.live_version_changed(
+            collection_id=document.collection_id, new=version_id, old=previous
         )
-        if previous is not None:
-            term_stats.version_counted(
-                collection_id=document.collection_id, version_id=previous, sign=-1
-            )
         older = list(document.versions.exclude(pk=version_id).filter(number__lt=version.number))
         Document.objects.filter(pk=document.pk).update(
             live_version=version, updated_at=timezone.now()

@@ -31,8 +31,11 @@ def _counts(texts: Iterable[str]) -> Counter[int]:
     return counts
 
 
-def _add(collection_id: int, counts: Counter[int], sign: int) -> None:
-    """One upsert per few hundred terms; rows that fall to 0 stay (they weigh nothing)."""
+def counts_add(collection_id: int, delta: Counter[int]) -> None:
+    """Add a change of counts: one upsert per few hundred terms, in term order, so that
+    concurrent changes to one collection lock its rows in the same order and wait for
+    each other instead of deadlocking on PostgreSQL (a review reproduced that when rows
+    went in any order). Rows that fall to 0 stay; they weigh nothing."""
     # The model's own table name; every value is a parameter.
     table = connection.ops.quote_name(TermCount._meta.db_table)
     upsert = (
@@ -40,7 +43,7 @@ def _add(collection_id: int, counts: Counter[int], sign: int) -> None:
         f" ON CONFLICT (collection_id, term)"
         f" DO UPDATE SET passages = {table}.passages + excluded.passages"
     )
-    rows = [(collection_id, term, sign * n) for term, n in counts.items() if n]
+    rows = [(collection_id, term, n) for term, n in sorted(delta.items()) if n]
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
             part = rows[start : start + _ROWS_PER_STATEMENT]
@@ -50,11 +53,18 @@ def _add(collection_id: int, counts: Counter[int], sign: int) -> None:
             )
 
 
-def version_counted(*, collection_id: int, version_id: int, sign: int) -> None:
-    """Add (sign 1) or take away (sign -1) one version's passages. Call it inside the
-    transaction that makes the version live or ends it."""
+def _version_counts(version_id: int) -> Counter[int]:
     chunks = Chunk.objects.filter(version_id=version_id).only("text", "context")
-    _add(collection_id, _counts(c.embedding_text for c in chunks.iterator()), sign)
+    return _counts(c.embedding_text for c in chunks.iterator())
+
+
+def live_version_changed(*, collection_id: int, new: int | None, old: int | None) -> None:
+    """The counts follow a document's live version from `old` to `new` (either may be
+    None). Call it in the transaction that makes the change, the document's row locked."""
+    delta = _version_counts(new) if new is not None else Counter()
+    if old is not None:
+        delta.subtract(_version_counts(old))
+    counts_add(collection_id, delta)
 
 
 def live_counts(collection_id: int, chunk_model: type[Chunk] = Chunk) -> Counter[int]:
@@ -64,10 +74,6 @@ def live_counts(collection_id: int, chunk_model: type[Chunk] = Chunk) -> Counter
         collection_id=collection_id, version_id=F("document__live_version_id")
     ).only("text", "context")
     return _counts(embedding_text(c.context, c.text) for c in chunks.iterator())
-
-
-def counts_add(collection_id: int, counts: Counter[int]) -> None:
-    _add(collection_id, counts, 1)
 
 
 def query_weights(query: sparse.SparseVector, collection_ids: Sequence[int]) -> sparse.SparseVector:

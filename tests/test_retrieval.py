@@ -348,5 +348,6 @@ def test_optimizing_the_embedded_store_keeps_every_answer(pipeline, hr):
     before = found()
     out = io.StringIO()
     call_command("vectors_optimize", stdout=out)
-    assert f"optimized points={Chunk.objects.count()} " in out.getvalue()  # the deleted one is not among them
+    # Every live passage is counted; the deleted document's are not among them.
+    assert f"optimized points={Chunk.objects.count()} " in out.getvalue()
     assert found() == before
