@@ -34,16 +34,17 @@ class InProcessWorker:
     controllers: list[WorkController] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self) -> None:
         """Each consumer stops itself, from its own thread, at its loop's next turn (a
-        second at most). kombu's connections are not thread-safe: closing one from here
-        while its loop reads the socket hung both (seen: Channel.close waiting for a
-        BRPOP reply that the loop had taken). The flag is Celery's, for the whole process.
-        Tasks still running are abandoned; the reconciler picks them up next start."""
+        second at most), then waits for its running tasks, as Celery's warm shutdown
+        does: callers close the vector store next. kombu's connections are not
+        thread-safe; closing one from here while its loop read the socket hung both
+        (seen). The flag is Celery's, for the whole process, so it stays up until every
+        consumer has seen it."""
         worker_state.should_stop = EX_OK  # type: ignore[assignment]  # typed None there
         try:
             for thread in self.threads:
-                thread.join(timeout)
+                thread.join()
         finally:
             worker_state.should_stop = None
 
