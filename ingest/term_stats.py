@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, Sum
 
 from ingest import sparse
@@ -65,6 +65,18 @@ def live_version_changed(*, collection_id: int, new: int | None, old: int | None
     if old is not None:
         delta.subtract(_version_counts(old))
     counts_add(collection_id, delta)
+
+
+def collections_recount() -> int:
+    """Every collection's counts again from its live passages (with kb stopped: say, after
+    an upgrade that changes how terms are split). Returns the rows kept."""
+    with transaction.atomic():
+        TermCount.objects.all().delete()
+        for collection_id in (
+            Chunk.objects.order_by().values_list("collection_id", flat=True).distinct()
+        ):
+            counts_add(collection_id, live_counts(collection_id))
+        return TermCount.objects.count()
 
 
 def live_counts(collection_id: int, chunk_model: type[Chunk] = Chunk) -> Counter[int]:

@@ -331,10 +331,11 @@ def test_term_counts_follow_each_live_version(pipeline, hr, eng):
     assert not TermCount.objects.filter(collection_id=eng_id).exists()
 
 
-def test_optimizing_the_embedded_store_keeps_every_answer(pipeline, hr):
+def test_maintenance_keeps_every_answer_and_repairs_term_counts(pipeline, hr):
     from django.core.management import call_command
 
-    from ingest.models import Chunk
+    from ingest import term_stats
+    from ingest.models import Chunk, TermCount
 
     add(hr, "parking.txt", PARKING)
     gone = add(hr, "old.txt", "Old parking rules: the car park closed at noon.")
@@ -346,8 +347,11 @@ def test_optimizing_the_embedded_store_keeps_every_answer(pipeline, hr):
         return [(p.chunk_id, round(p.score, 4)) for p in result.passages]
 
     before = found()
+    counts = dict(TermCount.objects.filter(passages__gt=0).values_list("term", "passages"))
+    TermCount.objects.filter(term=term_stats.PASSAGES).update(passages=999)  # gone wrong
     out = io.StringIO()
     call_command("vectors_optimize", stdout=out)
     # Every live passage is counted; the deleted document's are not among them.
     assert f"optimized points={Chunk.objects.count()} " in out.getvalue()
+    assert dict(TermCount.objects.values_list("term", "passages")) == counts
     assert found() == before

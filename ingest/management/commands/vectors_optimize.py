@@ -4,13 +4,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from ingest import term_stats
 from kb.management.base import KbCommand
 
 
 class Command(KbCommand):
     help = (
-        "Index the embedded vector store for fast search, with kb stopped "
-        "(a Qdrant server does this by itself)."
+        "With kb stopped: index the embedded vector store for fast search (a Qdrant "
+        "server does this by itself) and count BM25's terms per collection again."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -29,6 +30,8 @@ class Command(KbCommand):
             points, indexed = store.optimize()
         finally:
             vector_store_close()
+        terms = term_stats.collections_recount()
+        seconds = time.monotonic() - started
         self.stdout.write(
-            f"optimized points={points} indexed={indexed} seconds={time.monotonic() - started:.1f}"
+            f"optimized points={points} indexed={indexed} terms={terms} seconds={seconds:.1f}"
         )
