@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 
 from ingest import sparse
 from ingest.models import Chunk, TermCount, embedding_text
@@ -53,9 +53,13 @@ def counts_add(collection_id: int, delta: Counter[int]) -> None:
             )
 
 
+def _chunk_counts(chunks: "QuerySet[Chunk]") -> Counter[int]:
+    rows = chunks.order_by().values_list("context", "text")
+    return _counts(embedding_text(context, text) for context, text in rows.iterator())
+
+
 def _version_counts(version_id: int) -> Counter[int]:
-    chunks = Chunk.objects.filter(version_id=version_id).only("text", "context")
-    return _counts(c.embedding_text for c in chunks.iterator())
+    return _chunk_counts(Chunk.objects.filter(version_id=version_id))
 
 
 def live_version_changed(*, collection_id: int, new: int | None, old: int | None) -> None:
@@ -82,10 +86,11 @@ def collections_recount() -> int:
 def live_counts(collection_id: int, chunk_model: type[Chunk] = Chunk) -> Counter[int]:
     """The counts from scratch, over the passages of each document's live version (the
     migration that started keeping them passes its historical model)."""
-    chunks = chunk_model.objects.filter(
-        collection_id=collection_id, version_id=F("document__live_version_id")
-    ).only("text", "context")
-    return _counts(embedding_text(c.context, c.text) for c in chunks.iterator())
+    return _chunk_counts(
+        chunk_model.objects.filter(
+            collection_id=collection_id, version_id=F("document__live_version_id")
+        )
+    )
 
 
 def query_weights(query: sparse.SparseVector, collection_ids: Sequence[int]) -> sparse.SparseVector:

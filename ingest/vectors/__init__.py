@@ -21,6 +21,17 @@ logger = logging.getLogger(__name__)
 
 @functools.cache
 def _open() -> VectorStore:
+    store = _connect()
+    if store.idf_in_store:
+        logger.warning(
+            "the vector store was made by an earlier kb: its BM25 term weights count the "
+            "passages of every collection. Ingest into a new data folder (or Qdrant "
+            "collection) to have them count only the collections searched."
+        )
+    return store
+
+
+def _connect() -> VectorStore:
     from ingest import embedder
 
     name = f"kb-{embedder.model_name()}".lower()
@@ -42,15 +53,7 @@ def _open() -> VectorStore:
 def vector_store() -> VectorStore:
     """This process's store, opened on first use (the embedded one: by its one owner)."""
     with _lock:
-        fresh = not _open.cache_info().currsize
-        store = _open()
-    if fresh and store.idf_in_store:
-        logger.warning(
-            "the vector store was made by an earlier kb: its BM25 term weights count the "
-            "passages of every collection. Ingest into a new data folder (or Qdrant "
-            "collection) to have them count only the collections searched."
-        )
-    return store
+        return _open()
 
 
 def vector_store_close() -> None:
