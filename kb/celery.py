@@ -8,6 +8,8 @@ import os
 
 from celery import Celery
 
+from kb import broker  # noqa: F401  (registers folder://, the embedded default's broker)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
 
 app = Celery("kb")

@@ -173,8 +173,8 @@ KB_REFUSAL_MESSAGE = env_str("KB_REFUSAL_MESSAGE", "I could not find this in you
 
 # Celery: JSON payloads of ids, acknowledged after the work, bounded in time.
 # Redis in production; without REDIS_URL a folder on disk is the broker (one machine).
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-if CELERY_BROKER_URL.startswith("filesystem://"):
+CELERY_BROKER_URL = REDIS_URL or "folder://"  # kb.broker: kombu's filesystem transport
+if CELERY_BROKER_URL.startswith("folder://"):
     _broker_dir = KB_DATA_DIR / "broker"
     _broker_dir.mkdir(exist_ok=True)
     # The same folder for in and out: that is where producers and consumers meet.

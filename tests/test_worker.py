@@ -2,6 +2,7 @@
 
 import io
 import time
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def broker_url(request, audit_head, tmp_path):
     if url == "redis":
         url = REDIS_URL
         options = {"visibility_timeout": 3600}
-    elif url == "filesystem://":
+    elif url == "folder://":
         folder = tmp_path / "broker"
         folder.mkdir()
         options = {
@@ -66,7 +67,7 @@ def _forget_connections(app) -> None:
 
 BROKERS = [
     pytest.param(("redis", None), marks=pytest.mark.redis, id="redis"),
-    pytest.param(("filesystem://", None), id="filesystem"),
+    pytest.param(("folder://", None), id="folder"),
 ]
 
 
@@ -92,3 +93,46 @@ def test_the_worker_stops_every_time(broker_url):
         worker = worker_start(name="stopping")
         worker.stop()
         assert not any(thread.is_alive() for thread in worker.threads)
+
+
+def test_the_folder_broker_never_hands_out_half_a_message(tmp_path, monkeypatch):
+    # A consumer polls while a producer writes: every message arrives whole, even when
+    # the writer is slow (with kombu's own filesystem:// transport, an empty one did).
+    import threading
+
+    from kombu import Connection
+    from kombu.transport import filesystem
+
+    real_lock = filesystem.lock
+
+    def slow_lock(*args: Any) -> None:
+        time.sleep(0.005)  # a busy machine, between creating the file and writing it
+        real_lock(*args)
+
+    monkeypatch.setattr(filesystem, "lock", slow_lock)
+
+    folder = str(tmp_path)
+    options = {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0}
+    sent = [{"n": n, "padding": "x" * 200_000} for n in range(100)]
+    received: list[int] = []
+    errors: list[Exception] = []
+
+    def consume() -> None:
+        with Connection("folder://", transport_options=options) as connection:
+            channel: Any = connection.default_channel  # kombu's virtual channel
+            while len(received) < len(sent) and not errors:
+                try:
+                    received.append(channel._get("q")["n"])
+                except Exception as error:
+                    if type(error).__name__ != "Empty":
+                        errors.append(error)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    with Connection("folder://", transport_options=options) as connection:
+        for message in sent:
+            producer: Any = connection.default_channel
+            producer._put("q", message)
+    consumer.join(60)
+    assert errors == []
+    assert sorted(received) == list(range(100))
