@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,27 +121,38 @@ class OnnxEncoder:
         *,
         max_length: int,
         dimensions: int,
-        threads: int = 0,
+        threads: Callable[[], int] = lambda: 0,
     ) -> None:
-        import onnxruntime
         from tokenizers import Tokenizer
 
         self.pooling = _pooling(model_dir)
         self.dimensions = dimensions
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads  # 0: one per core
-        self.session: InferenceSession = onnxruntime.InferenceSession(
-            str(onnx_file), options, providers=["CPUExecutionProvider"]
-        )
+        self.onnx_file = onnx_file
+        # Threads for the next batch (0: one per core). A session's thread count is fixed,
+        # so each count asked for gets a session of its own, made on first use.
+        self.threads = threads
+        self._sessions: dict[int, InferenceSession] = {}
         self.tokenizer: Tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()
-        # One batch at a time: a run already uses every core, and two at once (worker
-        # threads, web queries) would make their spinning threads fight over them.
-        # A batch is short, so a search query waits for one batch at most.
+        self._session(threads())  # a model that cannot load fails here, not mid-document
+        # One batch at a time: a run already uses every core it was given, and two at
+        # once (worker threads, web queries) would make their spinning threads fight over
+        # them. A batch is short, so a search query waits for one batch at most.
         self._running = threading.Lock()
+
+    def _session(self, threads: int) -> "InferenceSession":
+        import onnxruntime
+
+        if threads not in self._sessions:
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            options.intra_op_num_threads = threads
+            self._sessions[threads] = onnxruntime.InferenceSession(
+                str(self.onnx_file), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[threads]
 
     def encode(self, texts: list[str], batch_size: int) -> "np.ndarray":
         """Unit-length vectors. Texts go longest first, so a batch pads little."""
@@ -165,7 +177,7 @@ class OnnxEncoder:
             inputs["attention_mask"][row, :size] = 1
             inputs["token_type_ids"][row, :size] = encoding.type_ids
         with self._running:
-            hidden = self.session.run(None, inputs)[0]
+            hidden = self._session(self.threads()).run(None, inputs)[0]
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:

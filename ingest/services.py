@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from ingest import archives, storage, term_stats
+from ingest import archives, embedder, storage, term_stats
 from ingest.filetypes import TYPES, UnsupportedFile, detect
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Stage
 from kb.audit import Actor, audit_record
@@ -245,7 +245,8 @@ def version_parse(*, version_id: int) -> None:
     path = storage.path_for(version.sha256)
     try:
         kind = detect(path, version.filename)
-        parsed = parse(path, kind.extension)
+        with embedder.parsing():
+            parsed = parse(path, kind.extension)
     except (UnsupportedFile, ParseError) as error:
         mark_failed(version_id, str(error))
         return
@@ -255,6 +256,8 @@ def version_parse(*, version_id: int) -> None:
     if not _advance(version_id, Stage.PARSING, Stage.CHUNKING, pages=parsed.pages, progress=0.2):
         return
     document = version.document
+    with embedder.parsing():
+        found = list(passages(parsed.elements, title=document.title))
     rows = [
         Chunk(
             version_id=version_id,
@@ -269,7 +272,7 @@ def version_parse(*, version_id: int) -> None:
             token_count=passage.token_count,
             point_id=point_id(version_id, index),
         )
-        for index, passage in enumerate(passages(parsed.elements, title=document.title))
+        for index, passage in enumerate(found)
     ]
     if not rows:
         mark_failed(version_id, "no readable text found in the file")
@@ -378,7 +381,7 @@ def version_embed(*, version_id: int, companions: bool = True) -> None:
 
 def _embed_and_index(versions: list[DocumentVersion]) -> None:
     """Every passage of these versions into the vector store, not yet searchable."""
-    from ingest import embedder, sparse
+    from ingest import sparse
     from ingest.vectors import Point, vector_store
 
     by_id = {v.pk: v for v in versions}

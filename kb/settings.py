@@ -211,13 +211,9 @@ KB_EMBEDDING_MODEL_PATH = env_str("KB_EMBEDDING_MODEL_PATH")  # default: the bun
 KB_EMBEDDING_DEVICE = env_str("KB_EMBEDDING_DEVICE")  # default: cuda when present, else cpu
 # auto: ONNX Runtime on a CPU (same vectors, faster), sentence-transformers on a GPU.
 KB_EMBEDDING_BACKEND = env_choice("KB_EMBEDDING_BACKEND", "auto", ("auto", "onnx", "torch"))
-# ONNX Runtime threads for one batch. With the in-process worker, parsing (one core, it
-# holds the GIL) runs beside embedding in the same process: leave it a core.
-KB_EMBEDDING_THREADS = env_int(
-    "KB_EMBEDDING_THREADS",
-    max(1, (os.cpu_count() or 2) - 1) if KB_INPROCESS_WORKER else 0,
-    minimum=0,
-)
+# ONNX Runtime threads for one batch (0: one per core). While this process parses, one
+# fewer: parsing holds the GIL on one core (ingest.embedder).
+KB_EMBEDDING_THREADS = env_int("KB_EMBEDDING_THREADS", 0, minimum=0)
 # Where the ONNX export of the embedding model is kept (made once, on first use).
 KB_MODEL_CACHE_DIR = Path(env_str("KB_MODEL_CACHE_DIR", str(KB_DATA_DIR / "models")))
 KB_EMBEDDING_BATCH_SIZE = env_int("KB_EMBEDDING_BATCH_SIZE", 16, minimum=1)

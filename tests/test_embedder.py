@@ -24,13 +24,16 @@ def test_onnx_runtime_gives_the_vectors_sentence_transformers_gives(settings, tm
     settings.KB_MODEL_CACHE_DIR = tmp_path / "models"
     onnx_file = onnx_encoder.exported(embedder.model_path(), settings.KB_MODEL_CACHE_DIR)
     assert onnx_file.parent == tmp_path / "models"
+    counts = iter([1, 1, 2, 1, 2])  # the first for loading, then one per batch
     encoder = onnx_encoder.OnnxEncoder(
         embedder.model_path(),
         onnx_file,
         max_length=embedder.max_tokens(),
         dimensions=embedder.dimensions(),
+        threads=lambda: next(counts),
     )
     got = encoder.encode(TEXTS, batch_size=2)  # mixed lengths share a padded batch
+    assert sorted(encoder._sessions) == [1, 2]  # batches ran on one thread and on two
     reference = SentenceTransformer(str(embedder.model_path()), device="cpu").encode(
         TEXTS, normalize_embeddings=True
     )
@@ -39,6 +42,19 @@ def test_onnx_runtime_gives_the_vectors_sentence_transformers_gives(settings, tm
     assert (got * reference).sum(axis=1).min() > 0.9999
     # A second load reuses the export.
     assert onnx_encoder.exported(embedder.model_path(), settings.KB_MODEL_CACHE_DIR) == onnx_file
+
+
+def test_embedding_leaves_a_parse_in_the_same_process_a_core(settings):
+    settings.KB_EMBEDDING_THREADS = 4
+    assert embedder._threads() == 4
+    with embedder.parsing():
+        assert embedder._threads() == 3
+        with embedder.parsing():  # two parses still leave one core: each holds the GIL
+            assert embedder._threads() == 3
+    assert embedder._threads() == 4
+    settings.KB_EMBEDDING_THREADS = 1
+    with embedder.parsing():
+        assert embedder._threads() == 1
 
 
 def test_default_backend_on_a_cpu_is_onnx_runtime(settings):
