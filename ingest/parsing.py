@@ -94,7 +94,8 @@ def _offline() -> None:
 
     @functools.lru_cache(maxsize=tokenize.CACHE_MAX_SIZE)
     def pos_tag(text: str) -> list[tuple[str, str]]:
-        return [(token.text, token.tag_) for token in tagger()(str(text))]
+        nlp = tagger()  # cut at spaCy's limit, as unstructured's own tagging does
+        return [(token.text, token.tag_) for token in nlp(str(text)[: nlp.max_length])]
 
     tokenize._get_nlp = sentences
     tokenize.pos_tag = pos_tag
