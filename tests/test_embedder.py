@@ -49,7 +49,7 @@ def test_embedding_leaves_a_parse_in_the_same_process_a_core(settings):
     assert embedder._threads() == 4
     with embedder.parsing():
         assert embedder._threads() == 3
-        with embedder.parsing():  # two parses still leave one core: each holds the GIL
+        with embedder.parsing():  # two parses share one GIL, so they need one core between them
             assert embedder._threads() == 3
     assert embedder._threads() == 4
     settings.KB_EMBEDDING_THREADS = 1
