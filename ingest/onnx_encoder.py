@@ -66,12 +66,26 @@ def _fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# Bumped when the export changes, so that an export made by older code is made again.
+_EXPORT_VERSION = 2
+
+
 def _export(model_dir: Path, target: Path) -> None:
-    """Trace the model's transformer into an ONNX graph with dynamic batch and length."""
+    """Trace the model's transformer into an ONNX graph with dynamic batch and length.
+
+    Attention is traced from transformers' plain ("eager") code, not torch's fused
+    scaled_dot_product_attention: that one comes out as a graph with masking on every
+    attention score that ONNX Runtime runs 14-25% slower, to the same vectors (measured).
+    """
     import torch
     from sentence_transformers import SentenceTransformer
 
-    transformer: Any = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)[0]
+    transformer: Any = SentenceTransformer(
+        str(model_dir),
+        device="cpu",
+        local_files_only=True,
+        model_kwargs={"attn_implementation": "eager"},
+    )[0]
 
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
@@ -104,7 +118,7 @@ def _export(model_dir: Path, target: Path) -> None:
 def exported(model_dir: Path, cache_dir: Path) -> Path:
     """The model's ONNX file, exported on first use; one process exports, others wait."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{model_dir.name}-{_fingerprint(model_dir)}.onnx"
+    target = cache_dir / f"{model_dir.name}-{_fingerprint(model_dir)}-v{_EXPORT_VERSION}.onnx"
     if target.is_file():
         return target
     with (cache_dir / f"{target.name}.lock").open("w") as lock:
