@@ -125,6 +125,10 @@ def exported(model_dir: Path, cache_dir: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_file():
             _export(model_dir, target)
+            # An export of the model's earlier files, or by earlier code, is not used again.
+            for stale in cache_dir.glob(f"{model_dir.name}-*.onnx"):
+                if stale != target:
+                    stale.unlink(missing_ok=True)
     return target
 
 

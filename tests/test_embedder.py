@@ -22,8 +22,12 @@ def test_onnx_runtime_gives_the_vectors_sentence_transformers_gives(settings, tm
     from sentence_transformers import SentenceTransformer
 
     settings.KB_MODEL_CACHE_DIR = tmp_path / "models"
+    settings.KB_MODEL_CACHE_DIR.mkdir()
+    older = settings.KB_MODEL_CACHE_DIR / f"{embedder.model_path().name}-0123456789abcdef.onnx"
+    older.write_bytes(b"an export by earlier code")
     onnx_file = onnx_encoder.exported(embedder.model_path(), settings.KB_MODEL_CACHE_DIR)
     assert onnx_file.parent == tmp_path / "models"
+    assert not older.exists()  # replaced, not left to fill the disk
     counts = iter([1, 1, 2, 1, 2])  # the first for loading, then one per batch
     encoder = onnx_encoder.OnnxEncoder(
         embedder.model_path(),
