@@ -25,7 +25,8 @@ from kb.models import AuditChainHead, AuditCheckpoint, AuditEvent, Outcome
 from kb.principal import Principal
 
 GENESIS = "0" * 64
-# Every column but `hash` goes into the hash; listing them keeps the format stable.
+# The first format's columns: every row's hash covers each of them, and the list never
+# changes (a row verifies only against the fields it was hashed with).
 HASHED_FIELDS = (
     "seq",
     "created_at",
@@ -48,6 +49,11 @@ HASHED_FIELDS = (
     "detail",
     "prev_hash",
 )
+# A column added later goes here with its default, never into HASHED_FIELDS: it enters
+# a row's hash only where it holds something else than its default. Rows written before
+# it existed hold the default, so they still verify; a value written, edited or erased
+# later changes the hash. Each column is exported too.
+LATER_FIELDS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -82,13 +88,17 @@ def _canonical(values: dict[str, Any]) -> bytes:
 
 
 def _row_values(event: AuditEvent) -> dict[str, Any]:
-    values = {name: getattr(event, name) for name in HASHED_FIELDS}
+    values = {name: getattr(event, name) for name in (*HASHED_FIELDS, *LATER_FIELDS)}
     values["created_at"] = event.created_at.astimezone(UTC).isoformat()
     return values
 
 
 def row_hash(event: AuditEvent) -> str:
-    return hashlib.sha256(_canonical(_row_values(event))).hexdigest()
+    values = _row_values(event)
+    for name, default in LATER_FIELDS.items():
+        if values[name] == default:
+            del values[name]
+    return hashlib.sha256(_canonical(values)).hexdigest()
 
 
 # SQLite admits one writer at a time, and a thread that finds it busy sleeps in steps of
@@ -231,14 +241,15 @@ def audit_filter(
     return events.order_by("seq")
 
 
-EXPORT_FIELDS = ("id", *HASHED_FIELDS, "hash")
+def export_fields() -> tuple[str, ...]:
+    return ("id", *HASHED_FIELDS, *LATER_FIELDS, "hash")
 
 
 def export_dict(event: AuditEvent) -> dict[str, Any]:
     values = _row_values(event)
     values["id"] = event.pk
     values["hash"] = event.hash
-    return {name: values[name] for name in EXPORT_FIELDS}
+    return {name: values[name] for name in export_fields()}
 
 
 def export_jsonl(events: Iterable[AuditEvent]) -> Iterator[str]:
@@ -248,7 +259,7 @@ def export_jsonl(events: Iterable[AuditEvent]) -> Iterator[str]:
 
 def export_csv(events: Iterable[AuditEvent]) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=export_fields())
     writer.writeheader()
     for event in events:
         row = export_dict(event)

@@ -167,3 +167,24 @@ def test_concurrent_writers_keep_one_chain():
     result = audit_verify()
     assert result.ok, result.message
     assert result.checked == 40
+
+
+def test_a_column_added_later_leaves_old_rows_verifiable_and_protects_new_ones(db, monkeypatch):
+    from kb import audit
+
+    # Rows written by a kb that did not know the column yet (here `model` stands in).
+    before = tuple(name for name in audit.HASHED_FIELDS if name != "model")
+    monkeypatch.setattr(audit, "HASHED_FIELDS", before)
+    old = [audit_record(action="test.old", actor=SYSTEM) for _ in range(3)]
+    # The change that adds it lists it with its default, as the rule beside the fields says.
+    monkeypatch.setattr(audit, "LATER_FIELDS", {"model": ""})
+    new = audit_record(action="test.new", actor=SYSTEM, model="qwen")
+    assert audit_verify().ok
+    assert "model" in audit.export_fields()
+    raw("UPDATE kb_auditevent SET model = %s WHERE seq = %s", "other", new.seq)
+    result = audit_verify()
+    assert not result.ok and f"seq {new.seq} " in result.message
+    raw("UPDATE kb_auditevent SET model = %s WHERE seq = %s", "qwen", new.seq)
+    raw("UPDATE kb_auditevent SET model = %s WHERE seq = %s", "added", old[1].seq)
+    result = audit_verify()
+    assert not result.ok and f"seq {old[1].seq} " in result.message
