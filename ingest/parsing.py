@@ -8,6 +8,7 @@ layer are read by Tesseract OCR when it is installed.
 """
 
 import functools
+import importlib
 import logging
 import shutil
 import tempfile
@@ -15,6 +16,8 @@ from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from ingest.filetypes import FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -104,46 +107,14 @@ def _offline() -> None:
 
 def _partition(path: Path, extension: str, **options: Any) -> list[Any]:
     _offline()
+    name = FORMATS[extension].partition
+    partition = getattr(
+        importlib.import_module(f"unstructured.partition.{name}"), f"partition_{name}"
+    )
     common: dict[str, Any] = {"filename": str(path), "languages": ["eng"]}
-    if extension == ".pdf":
-        from unstructured.partition.pdf import partition_pdf
-
-        return list(partition_pdf(**common, strategy=options.get("strategy", "fast")))
-    if extension == ".docx":
-        from unstructured.partition.docx import partition_docx
-
-        return list(partition_docx(**common))
-    if extension == ".pptx":
-        from unstructured.partition.pptx import partition_pptx
-
-        return list(partition_pptx(**common))
-    if extension == ".xlsx":
-        from unstructured.partition.xlsx import partition_xlsx
-
-        return list(partition_xlsx(**common))
-    if extension == ".csv":
-        from unstructured.partition.csv import partition_csv
-
-        return list(partition_csv(**common))
-    if extension in (".html", ".htm"):
-        from unstructured.partition.html import partition_html
-
-        return list(partition_html(**common))
-    if extension in (".md", ".markdown"):
-        from unstructured.partition.md import partition_md
-
-        return list(partition_md(**common))
-    if extension == ".eml":
-        from unstructured.partition.email import partition_email
-
-        return list(partition_email(**common))
-    if extension == ".msg":
-        from unstructured.partition.msg import partition_msg
-
-        return list(partition_msg(**common))
-    from unstructured.partition.text import partition_text
-
-    return list(partition_text(**common))
+    if name == "pdf":
+        common["strategy"] = options.get("strategy", "fast")
+    return list(partition(**common))
 
 
 def _pdf_pages(path: Path) -> int:
