@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import openai
 from django.conf import settings
 
 from kb.models import ModelProfile
+from retrieval.chat_client import AnswerCut, ChatClient, EndpointDown, OpenAIChat
 
 
 class LlmUnavailable(RuntimeError):
@@ -24,15 +24,18 @@ class LlmUnavailable(RuntimeError):
 
 @dataclass
 class _Endpoint:
-    url: str
+    client: ChatClient
     down_until: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return self.client.url
 
 
 @dataclass
 class LlmPool:
     name: str
     model: str
-    api_key: str
     is_local: bool
     endpoints: list[_Endpoint]
     _turn: "itertools.count[int]" = field(default_factory=itertools.count)
@@ -47,16 +50,6 @@ class LlmPool:
             e for e in rotated if e.down_until > now
         ]
 
-    def _client(self, endpoint: _Endpoint) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=endpoint.url,
-            api_key=self.api_key,
-            max_retries=0,
-            timeout=openai.Timeout(
-                settings.KB_LLM_TIMEOUT, connect=settings.KB_LLM_CONNECT_TIMEOUT
-            ),
-        )
-
     def stream(
         self, messages: list[dict[str, str]], *, max_tokens: int, stop: list[str] | None = None
     ) -> Iterator[str]:
@@ -64,41 +57,24 @@ class LlmPool:
         errors = []
         for endpoint in self._order():
             try:
-                response = self._client(endpoint).chat.completions.create(
-                    model=self.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    temperature=0,  # the same question gets the same answer
-                    stream=True,
-                )
-                chunks = iter(response)
-                first = _next_text(chunks)
-            except (openai.APIConnectionError, openai.InternalServerError) as error:
+                tokens = endpoint.client.stream(messages, max_tokens=max_tokens, stop=stop)
+            except EndpointDown as error:
                 endpoint.down_until = time.monotonic() + settings.KB_LLM_RETRY_DOWN_SECONDS
                 errors.append(f"{endpoint.url}: {error}")
                 continue
-            return _tokens(first, chunks)
+            return _reported(tokens)
         raise LlmUnavailable("no model endpoint answered (" + "; ".join(errors) + ")")
 
 
-def _next_text(chunks: Iterator[object]) -> str | None:
-    for chunk in chunks:
-        choices = getattr(chunk, "choices", None)
-        if choices and choices[0].delta and choices[0].delta.content:
-            return str(choices[0].delta.content)
-    return None
-
-
-def _tokens(first: str | None, chunks: Iterator[object]) -> Iterator[str]:
-    if first is None:
-        return
-    yield first
+def _reported(tokens: Iterator[str]) -> Iterator[str]:
     try:
-        while (text := _next_text(chunks)) is not None:
-            yield text
-    except openai.APIError as error:
+        yield from tokens
+    except AnswerCut as error:
         raise LlmUnavailable(f"the model stopped answering: {error}") from error
+
+
+def _endpoints(urls: list[str], *, model: str, api_key: str) -> list[_Endpoint]:
+    return [_Endpoint(OpenAIChat(url, model=model, api_key=api_key)) for url in urls]
 
 
 _pools: dict[str, LlmPool] = {}
@@ -111,23 +87,26 @@ def pool_for(profile: ModelProfile | None) -> LlmPool:
     key = f"profile:{profile.pk}:{profile.base_urls}:{profile.model}" if profile else "default"
     with _pools_lock:
         if key not in _pools:
-            _pools[key] = (
-                LlmPool(
+            if profile:
+                api_key = (
+                    os.environ.get(profile.api_key_env, "none") if profile.api_key_env else "none"
+                )
+                pool = LlmPool(
                     name=profile.name,
                     model=profile.model,
-                    api_key=os.environ.get(profile.api_key_env, "none")
-                    if profile.api_key_env
-                    else "none",
                     is_local=profile.is_local,
-                    endpoints=[_Endpoint(url) for url in profile.urls],
+                    endpoints=_endpoints(profile.urls, model=profile.model, api_key=api_key),
                 )
-                if profile
-                else LlmPool(
+            else:
+                pool = LlmPool(
                     name="default",
                     model=settings.LLM_MODEL,
-                    api_key=settings.LLM_API_KEY,
                     is_local=settings.LLM_IS_LOCAL,
-                    endpoints=[_Endpoint(url) for url in settings.LLM_BASE_URLS],
+                    endpoints=_endpoints(
+                        settings.LLM_BASE_URLS,
+                        model=settings.LLM_MODEL,
+                        api_key=settings.LLM_API_KEY,
+                    ),
                 )
-            )
+            _pools[key] = pool
         return _pools[key]
