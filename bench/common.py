@@ -21,7 +21,7 @@ def kb_setup(data_dir: Path | None = None) -> Path:
     sys.path.insert(0, str(ROOT))
     os.environ.update(
         KB_DATA_DIR=str(data),
-        DJANGO_SETTINGS_MODULE="kb.settings",
+        DJANGO_SETTINGS_MODULE="server.settings",
         DO_NOT_TRACK="1",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
@@ -51,14 +51,14 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 def load_texts(slug: str, documents: dict[str, str]) -> dict[int, str]:
     """Ingest {name: markdown} through kb's services; returns {document id: name}."""
-    from ingest import services
+    from ingest import pipeline, services
     from ingest.models import DocumentVersion, Stage
     from kb.audit import SYSTEM
     from kb.services import collection_create
 
     collection = collection_create(slug=slug, name=slug, actor=SYSTEM)[0]
-    services._enqueue_parse = lambda version_id: None  # stages are driven below
-    services._enqueue_embed = lambda version_id: None
+    pipeline.enqueue_parse = lambda version_id: None  # stages are driven below
+    pipeline.enqueue_embed = lambda version_id: None
     names = {}
     for name, text in documents.items():
         (result,) = services.document_upload(
@@ -68,9 +68,9 @@ def load_texts(slug: str, documents: dict[str, str]) -> dict[int, str]:
         names[result.document.pk] = name
     versions = DocumentVersion.objects.filter(document__collection=collection)
     for version_id in versions.filter(stage=Stage.QUEUED).values_list("pk", flat=True):
-        services.version_parse(version_id=version_id)
+        pipeline.version_parse(version_id=version_id)
     for version_id in versions.filter(stage=Stage.EMBEDDING).values_list("pk", flat=True):
-        services.version_embed(version_id=version_id)
+        pipeline.version_embed(version_id=version_id)
     failed = versions.filter(stage=Stage.FAILED).count()
     if failed:
         print(f"warning: {failed} documents failed to ingest", file=sys.stderr)

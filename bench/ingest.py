@@ -54,7 +54,7 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
     """kb's real services. `staged`: each stage over all files in turn, for per-stage
     figures; otherwise the real worker threads, stages overlapping, as `ingest_folder`."""
     data = Path(tempfile.mkdtemp(prefix="kb-bench-"))
-    os.environ.update(KB_DATA_DIR=str(data), DJANGO_SETTINGS_MODULE="kb.settings")
+    os.environ.update(KB_DATA_DIR=str(data), DJANGO_SETTINGS_MODULE="server.settings")
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)
     import django
@@ -62,11 +62,12 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
     django.setup()
     from django.core.management import call_command
 
-    from ingest import chunking, embedder, parsing, runner, services
+    from ingest import chunking, embedder, parsing, pipeline, services
     from ingest.models import Chunk, DocumentVersion, Stage
     from ingest.vectors.edge import EdgeStore
     from kb.audit import SYSTEM
     from kb.services import collection_create
+    from server.runtime import background_work
 
     call_command("migrate", verbosity=0)
     collection = collection_create(slug="bench", name="bench", actor=SYSTEM)[0]
@@ -105,17 +106,17 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
                 )
 
     if staged:
-        services._enqueue_parse = lambda version_id: None  # stages are driven below
-        services._enqueue_embed = lambda version_id: None
+        pipeline.enqueue_parse = lambda version_id: None  # stages are driven below
+        pipeline.enqueue_embed = lambda version_id: None
         upload_all()
         for version_id in DocumentVersion.objects.values_list("pk", flat=True):
-            services.version_parse(version_id=version_id)
+            pipeline.version_parse(version_id=version_id)
         for version_id in DocumentVersion.objects.filter(stage=Stage.EMBEDDING).values_list(
             "pk", flat=True
         ):
-            services.version_embed(version_id=version_id)
+            pipeline.version_embed(version_id=version_id)
     else:
-        with runner.background_worker():
+        with background_work():
             upload_all()
             while DocumentVersion.objects.exclude(stage__in=[Stage.READY, Stage.FAILED]).exists():
                 time.sleep(0.2)
@@ -140,7 +141,7 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
 
 
 def run_llamaindex(corpus: Path, chunk_size: int | None) -> dict[str, Any]:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
     os.environ["KB_DATA_DIR"] = tempfile.mkdtemp(prefix="kb-bench-li-")
     import django
 
@@ -192,7 +193,7 @@ def run_llamaindex(corpus: Path, chunk_size: int | None) -> dict[str, Any]:
 
 def run_encode(passages_file: Path, *, backend: bool) -> dict[str, Any]:
     """All of kb's passages in one call: sentence-transformers', or kb's backend's."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
     os.environ["KB_DATA_DIR"] = tempfile.mkdtemp(prefix="kb-bench-enc-")
     import django
 
@@ -227,7 +228,7 @@ def run_encode(passages_file: Path, *, backend: bool) -> dict[str, Any]:
 
 
 def run_export() -> dict[str, Any]:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
     os.environ["KB_DATA_DIR"] = tempfile.mkdtemp(prefix="kb-bench-export-")
     import django
 

@@ -9,7 +9,6 @@ from ninja.files import UploadedFile
 from ingest import selectors, services
 from ingest.models import Document
 from kb.api_auth import principal_of
-from kb.audit import audit_record
 from kb.models import Role
 from kb.selectors import collection_get
 
@@ -21,6 +20,16 @@ class UploadOut(Schema):
     title: str
     status: str
     error: str = ""
+
+    @staticmethod
+    def of(result: services.UploadResult) -> "UploadOut":
+        if result.document is None or result.version is None:
+            return UploadOut(id=None, title=result.path, status="failed", error=result.error)
+        return UploadOut(
+            id=result.document.pk,
+            title=result.document.title,
+            status=selectors.status_of(result.version.stage),
+        )
 
 
 class DocumentOut(Schema):
@@ -71,24 +80,8 @@ def documents_upload(
 ) -> Status[list[UploadOut]]:
     principal = principal_of(request)
     collection, _ = collection_get(principal, slug, role=Role.EDITOR)
-    results = []
-    for upload in file:
-        for result in services.document_upload(
-            collection=collection, actor=principal, path=upload.name or "unnamed", stream=upload
-        ):
-            if result.document is None or result.version is None:
-                results.append(
-                    UploadOut(id=None, title=result.path, status="failed", error=result.error)
-                )
-            else:
-                results.append(
-                    UploadOut(
-                        id=result.document.pk,
-                        title=result.document.title,
-                        status=selectors.status_of(result.version.stage),
-                    )
-                )
-    return Status(202, results)
+    results = services.documents_upload(collection=collection, actor=principal, files=file)
+    return Status(202, [UploadOut.of(result) for result in results])
 
 
 class DocumentPage(Schema):
@@ -106,8 +99,7 @@ def documents_list(
     limit, offset = min(max(limit, 1), 500), max(offset, 0)
     principal = principal_of(request)
     collection, _ = collection_get(principal, slug, role=Role.EDITOR)
-    documents = selectors.documents_of(collection)
-    audit_record(action="document.list", actor=principal, collections=[slug])
+    documents = selectors.documents_read(principal, collection)
     return DocumentPage(
         items=[DocumentOut.of(d) for d in documents[offset : offset + limit]],
         count=documents.count(),
@@ -117,13 +109,7 @@ def documents_list(
 @router.get("/documents/{document_id}", response=DocumentOut)
 def document_detail(request: HttpRequest, document_id: int) -> DocumentOut:
     principal = principal_of(request)
-    document = selectors.document_get(principal, document_id, role=Role.EDITOR)
-    audit_record(
-        action="document.read",
-        actor=principal,
-        collections=[document.collection.slug],
-        detail={"document_id": document.pk},
-    )
+    document = selectors.document_read(principal, document_id, role=Role.EDITOR)
     return DocumentOut.of(document)
 
 

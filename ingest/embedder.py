@@ -7,16 +7,16 @@ faster); on a GPU, or with `KB_EMBEDDING_BACKEND=torch`, in sentence-transformer
 Web requests that do not embed never import torch or ONNX Runtime (a test proves it).
 """
 
-import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
+
+from ingest import cpu
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,30 +78,12 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-_parses = 0  # running in this process
-_parses_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def parsing() -> Iterator[None]:
-    """Marks a parse running in this process. Parsing is pure Python and holds the GIL,
-    one core; meanwhile embeddings here leave it that core and take the rest."""
-    global _parses
-    with _parses_lock:
-        _parses += 1
-    try:
-        yield
-    finally:
-        with _parses_lock:
-            _parses -= 1
-
-
 def _threads() -> int:
     """ONNX Runtime threads for the next batch: every core unless a parse needs one.
     On two cores a parse beside a two-thread embedding made both slower (measured: its
     spinning threads starve the parse); one thread after the parses end leaves a core idle."""
     cores = settings.KB_EMBEDDING_THREADS or len(os.sched_getaffinity(0))
-    return max(1, cores - 1) if _parses else cores
+    return max(1, cores - 1) if cpu.parses_running() else cores
 
 
 @functools.cache

@@ -22,6 +22,20 @@ class Stage(models.TextChoices):
 ACTIVE_STAGES = (Stage.QUEUED, Stage.PARSING, Stage.CHUNKING, Stage.EMBEDDING, Stage.INDEXING)
 
 
+class Progress:
+    """A version's progress bar: where each stage leaves it. Embedding takes most."""
+
+    PARSED = 0.2
+    CHUNKED = 0.3
+    EMBEDDED = 0.95
+    READY = 1.0
+
+    @staticmethod
+    def embedding(done: float) -> float:
+        """Part way through embedding, `done` being the share of passages embedded."""
+        return Progress.CHUNKED + (Progress.EMBEDDED - Progress.CHUNKED) * done
+
+
 class Document(models.Model):
     """One document in a collection, known by its path (file name, or path in a folder).
 

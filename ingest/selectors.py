@@ -1,9 +1,15 @@
-"""Reads of documents, always through the collection access selector."""
+"""Reads of documents, always through the collection access selector.
+
+A read that shows a person a document's content or metadata writes its audit row here
+(`document_read`, `documents_read`, `passage_read`, `document_file`), so the web pages
+and the REST API record the same row for the same read.
+"""
 
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from ingest.models import ACTIVE_STAGES, Document, DocumentVersion, Stage
+from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Stage
+from kb.audit import audit_record
 from kb.models import Collection, Role
 from kb.principal import Principal
 from kb.selectors import ReadOnlyAccess, collection_roles
@@ -22,6 +28,67 @@ def document_get(principal: Principal, document_id: int, *, role: Role = Role.RE
             f"You need the {role.label} role in {document.collection.slug} to do this."
         )
     return document
+
+
+def document_read(principal: Principal, document_id: int, *, role: Role = Role.READER) -> Document:
+    """As document_get, recorded as a read of its metadata."""
+    document = document_get(principal, document_id, role=role)
+    audit_record(
+        action="document.read",
+        actor=principal,
+        collections=[document.collection.slug],
+        detail={"document_id": document.pk},
+    )
+    return document
+
+
+def documents_read(principal: Principal, collection: Collection) -> QuerySet[Document]:
+    """The collection's documents (access already checked), recorded as a listing."""
+    audit_record(action="document.list", actor=principal, collections=[collection.slug])
+    return documents_of(collection)
+
+
+def passage_read(
+    principal: Principal, chunk_id: int, *, context: int
+) -> tuple[Document, Chunk, QuerySet[Chunk]]:
+    """A passage with `context` passages either side, recorded as read."""
+    found = Chunk.objects.only("document_id").filter(pk=chunk_id).first()
+    if found is None:
+        raise Http404("No such passage.")
+    document = document_get(principal, found.document_id)
+    chunk = Chunk.objects.get(pk=chunk_id)
+    around = Chunk.objects.filter(
+        version_id=chunk.version_id,
+        index__gte=chunk.index - context,
+        index__lte=chunk.index + context,
+    ).order_by("index")
+    audit_record(
+        action="passage.read",
+        actor=principal,
+        collections=[document.collection.slug],
+        chunk_ids=[chunk.pk],
+    )
+    return document, chunk, around
+
+
+def document_file(principal: Principal, document_id: int) -> tuple[Document, DocumentVersion]:
+    """The document's current file, recorded as downloaded."""
+    document = document_get(principal, document_id)
+    version = version_current(document)
+    if version is None:
+        raise Http404("No file.")
+    audit_record(
+        action="document.download",
+        actor=principal,
+        collections=[document.collection.slug],
+        detail={"document_id": document.pk, "version": version.number},
+    )
+    return document, version
+
+
+def version_current(document: Document) -> DocumentVersion | None:
+    """The version a person sees: the live one, else the newest still on its way."""
+    return document.live_version or latest_version(document)
 
 
 def documents_of(collection: Collection) -> QuerySet[Document]:

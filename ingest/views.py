@@ -1,28 +1,28 @@
-"""Pages: a collection's documents with live progress, upload, re-ingest and delete."""
+"""Pages: the collections list, a collection's documents with live progress, upload,
+re-ingest and delete."""
 
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from ingest import selectors, services
+from kb.forms import CollectionCreateForm
 from kb.models import Role
-from kb.principal import Principal
-from kb.selectors import collection_get
+from kb.principal import session_principal
+from kb.selectors import collection_get, readable_collections
+from kb.services import collection_create
 
 PAGE_SIZE = 50
 
 
-def _principal(request: HttpRequest) -> Principal:
-    return Principal(user=request.user)  # type: ignore[arg-type]
-
-
 def _documents(request: HttpRequest, slug: str) -> dict[str, Any]:
-    collection, role = collection_get(_principal(request), slug)
+    collection, role = collection_get(session_principal(request), slug)
     documents = selectors.documents_listed(collection)
     page = Paginator(documents, PAGE_SIZE).get_page(request.GET.get("page"))
     return {
@@ -32,6 +32,32 @@ def _documents(request: HttpRequest, slug: str) -> dict[str, Any]:
         "page": page,
         "active": selectors.collection_busy(collection),
     }
+
+
+@login_required
+def collections(request: HttpRequest) -> HttpResponse:
+    principal = session_principal(request)
+    form = CollectionCreateForm(request.POST or None)
+    if request.method == "POST":
+        if not principal.is_admin:
+            raise Http404
+        if form.is_valid():
+            try:
+                collection, created = collection_create(actor=principal, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_error(None, error)
+            else:
+                if created:
+                    return redirect("collection", collection.slug)
+                form.add_error("slug", "A collection with this short name exists already.")
+    readable = readable_collections(principal)
+    counts = selectors.document_counts([c.pk for c, _ in readable])
+    rows = [(c, role, counts.get(c.pk, 0)) for c, role in readable]
+    return render(
+        request,
+        "ingest/collections.html",
+        {"rows": rows, "form": form if principal.is_admin else None},
+    )
 
 
 @login_required
@@ -48,15 +74,11 @@ def documents_table(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def upload(request: HttpRequest, slug: str) -> HttpResponse:
-    principal = _principal(request)
+    principal = session_principal(request)
     collection, _ = collection_get(principal, slug, role=Role.EDITOR)
-    results = [
-        result
-        for upload in request.FILES.getlist("file")
-        for result in services.document_upload(
-            collection=collection, actor=principal, path=upload.name or "unnamed", stream=upload
-        )
-    ]
+    results = services.documents_upload(
+        collection=collection, actor=principal, files=request.FILES.getlist("file")
+    )
     if request.headers.get("Accept") == "application/json":
         return JsonResponse(
             {
@@ -90,7 +112,7 @@ ACTIONS = {
 @login_required
 def document_action(request: HttpRequest, document_id: int, action: str) -> HttpResponse:
     """A confirmation page (GET), then the action (POST)."""
-    principal = _principal(request)
+    principal = session_principal(request)
     document = selectors.document_get(principal, document_id, role=Role.EDITOR)
     slug = document.collection.slug
     if request.method != "POST":

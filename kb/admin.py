@@ -18,11 +18,7 @@ from kb.models import (
     Role,
     ServiceAccount,
 )
-from kb.principal import Principal
-
-
-def _actor(request: HttpRequest) -> Principal:
-    return Principal(user=request.user)  # type: ignore[arg-type]
+from kb.principal import session_principal
 
 
 class MembershipInline(admin.TabularInline[Membership, Collection]):
@@ -50,17 +46,20 @@ class CollectionAdmin(admin.ModelAdmin[Collection]):
         if change:
             services.collection_update(
                 collection=obj,
-                actor=_actor(request),
+                actor=session_principal(request),
                 **{name: form.cleaned_data[name] for name in form.changed_data},
             )
         else:
             created, _ = services.collection_create(
-                slug=obj.slug, name=obj.name, description=obj.description, actor=_actor(request)
+                slug=obj.slug,
+                name=obj.name,
+                description=obj.description,
+                actor=session_principal(request),
             )
             obj.pk = created.pk
 
     def delete_model(self, request: HttpRequest, obj: Collection) -> None:
-        services.collection_delete(collection=obj, actor=_actor(request))
+        services.collection_delete(collection=obj, actor=session_principal(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         for collection in queryset:
@@ -82,13 +81,16 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
             role=Role(obj.role),
             user=obj.user,
             group=obj.group,
-            actor=_actor(request),
+            actor=session_principal(request),
         )
         obj.pk = saved.pk
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
         services.member_remove(
-            collection=obj.collection, user=obj.user, group=obj.group, actor=_actor(request)
+            collection=obj.collection,
+            user=obj.user,
+            group=obj.group,
+            actor=session_principal(request),
         )
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
@@ -116,7 +118,7 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         for token in queryset:
-            services.token_revoke(token=token, actor=_actor(request))
+            services.token_revoke(token=token, actor=session_principal(request))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the revoke action; every field stays read-only.
@@ -143,7 +145,7 @@ class ModelProfileAdmin(admin.ModelAdmin[ModelProfile]):
             super().save_model(request, obj, form, change)
             audit_record(
                 action="model_profile.save",
-                actor=_actor(request),
+                actor=session_principal(request),
                 detail={"profile": obj.name, "is_local": obj.is_local},
             )
 

@@ -1,34 +1,13 @@
-"""The REST API root (/api/v1) and the collection endpoints."""
+"""The REST collection endpoints (mounted on /api/v1 by server.api)."""
 
-from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema
+from django.http import HttpRequest
+from ninja import Router, Schema
 
-from kb.api_auth import BearerTokenAuth, SessionPrincipalAuth, principal_of
+from kb.api_auth import principal_of
 from kb.models import Collection, Role
-from kb.selectors import ReadOnlyAccess, collection_get, readable_collections
+from kb.selectors import collection_get, readable_collections
 
-api = NinjaAPI(
-    title="kb",
-    version="1",
-    urls_namespace="api",
-    auth=[BearerTokenAuth(), SessionPrincipalAuth()],
-)
-
-
-@api.exception_handler(Http404)
-def _not_found(request: HttpRequest, error: Http404) -> HttpResponse:
-    return api.create_response(request, {"detail": str(error) or "Not found."}, status=404)
-
-
-@api.exception_handler(ReadOnlyAccess)
-def _forbidden(request: HttpRequest, error: ReadOnlyAccess) -> HttpResponse:
-    return api.create_response(request, {"detail": str(error)}, status=403)
-
-
-@api.exception_handler(ValidationError)
-def _invalid(request: HttpRequest, error: ValidationError) -> HttpResponse:
-    return api.create_response(request, {"detail": error.messages}, status=422)
+router = Router(tags=["collections"])
 
 
 class CollectionOut(Schema):
@@ -47,22 +26,11 @@ class CollectionOut(Schema):
         )
 
 
-@api.get("/collections", response=list[CollectionOut])
+@router.get("/collections", response=list[CollectionOut])
 def collections_list(request: HttpRequest) -> list[CollectionOut]:
     return [CollectionOut.of(c, role) for c, role in readable_collections(principal_of(request))]
 
 
-@api.get("/collections/{slug}", response=CollectionOut)
+@router.get("/collections/{slug}", response=CollectionOut)
 def collection_detail(request: HttpRequest, slug: str) -> CollectionOut:
     return CollectionOut.of(*collection_get(principal_of(request), slug))
-
-
-def _routers() -> None:
-    from ingest.api import router as documents
-    from retrieval.api import router as retrieval
-
-    api.add_router("/", documents)
-    api.add_router("/", retrieval)
-
-
-_routers()

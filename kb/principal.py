@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.http import HttpRequest
 
 from kb.models import ApiToken
 
@@ -21,3 +22,8 @@ class Principal:
         if self.token is not None:
             return "token"
         return "service" if hasattr(self.user, "service_account") else "user"
+
+
+def session_principal(request: HttpRequest) -> Principal:
+    """The logged-in user of a web page (login_required has let them in)."""
+    return Principal(user=request.user)  # type: ignore[arg-type]

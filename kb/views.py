@@ -1,4 +1,4 @@
-"""Pages: log in, collections, members and settings of a collection, one's API tokens."""
+"""Pages: log in, members and settings of a collection, one's API tokens."""
 
 from datetime import timedelta
 from typing import Any
@@ -13,17 +13,12 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from ingest.selectors import document_counts
 from kb import login_limit, request_context, services
 from kb.audit import anonymous, audit_record
-from kb.forms import CollectionCreateForm, CollectionSettingsForm, MemberForm, TokenForm
+from kb.forms import CollectionSettingsForm, MemberForm, TokenForm
 from kb.models import ApiToken, Membership, Outcome, Role, TokenScope
-from kb.principal import Principal
+from kb.principal import session_principal
 from kb.selectors import collection_get, readable_collections
-
-
-def principal_of(request: HttpRequest) -> Principal:
-    return Principal(user=request.user)  # type: ignore[arg-type]
 
 
 class LoginView(auth_views.LoginView):
@@ -54,46 +49,18 @@ class LoginView(auth_views.LoginView):
     def form_valid(self, form: Any) -> HttpResponse:
         login_limit.login_succeeded(form.get_user().get_username())
         response = super().form_valid(form)
-        audit_record(action="auth.login", actor=principal_of(self.request))
+        audit_record(action="auth.login", actor=session_principal(self.request))
         return response
 
 
-@login_required
-def collections(request: HttpRequest) -> HttpResponse:
-    principal = principal_of(request)
-    form = CollectionCreateForm(request.POST or None)
-    if request.method == "POST":
-        if not principal.is_admin:
-            raise Http404
-        if form.is_valid():
-            try:
-                collection, created = services.collection_create(
-                    actor=principal, **form.cleaned_data
-                )
-            except ValidationError as error:
-                form.add_error(None, error)
-            else:
-                if created:
-                    return redirect("collection", collection.slug)
-                form.add_error("slug", "A collection with this short name exists already.")
-    readable = readable_collections(principal)
-    counts = document_counts([c.pk for c, _ in readable])
-    rows = [(c, role, counts.get(c.pk, 0)) for c, role in readable]
-    return render(
-        request,
-        "kb/collections.html",
-        {"rows": rows, "form": form if principal.is_admin else None},
-    )
-
-
 def _owned(request: HttpRequest, slug: str) -> Any:
-    collection, _ = collection_get(principal_of(request), slug, role=Role.OWNER)
+    collection, _ = collection_get(session_principal(request), slug, role=Role.OWNER)
     return collection
 
 
 @login_required
 def members(request: HttpRequest, slug: str) -> HttpResponse:
-    principal = principal_of(request)
+    principal = session_principal(request)
     collection = _owned(request, slug)
     form = MemberForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -132,7 +99,7 @@ def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
         raise Http404
     services.member_remove(
         collection=collection,
-        actor=principal_of(request),
+        actor=session_principal(request),
         user=membership.user,
         group=membership.group,
     )
@@ -149,7 +116,7 @@ def collection_settings(request: HttpRequest, slug: str) -> HttpResponse:
         collection.refresh_from_db()
         if changes:
             services.collection_update(
-                collection=collection, actor=principal_of(request), **changes
+                collection=collection, actor=session_principal(request), **changes
             )
         messages.success(request, "Settings saved.")
         return redirect("collection-settings", slug)
@@ -158,7 +125,7 @@ def collection_settings(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def tokens(request: HttpRequest) -> HttpResponse:
-    principal = principal_of(request)
+    principal = session_principal(request)
     readable = {c.slug: c for c, _ in readable_collections(principal)}
     choices = [(slug, c.name) for slug, c in readable.items()]
     form = TokenForm(request.POST or None, choices=choices)
@@ -192,7 +159,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    principal = principal_of(request)
+    principal = session_principal(request)
     token = ApiToken.objects.filter(pk=token_id, user=principal.user).first()
     if token is None:
         raise Http404

@@ -151,16 +151,13 @@ async def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
     if body.stream:
         return _event_stream(answer.events(), request)
     try:
-        events = await off_loop(_all)(answer)
+        checked = await off_loop(answer.complete)()
     except LlmUnavailable as error:
         return _unavailable(answer, request, str(error))
-    done: dict[str, Any] = events[-1][1]
-    citations = [_citation(c, request) for c in events[-2][1]]
-    return _json({**done, "citations": citations, "passages": _passages(answer, request)})
-
-
-def _all(answer: services.Answer) -> list[tuple[str, Any]]:
-    return list(answer.events())
+    citations = [_citation(c, request) for c in checked.citations]
+    return _json(
+        {**answer.summary(), "citations": citations, "passages": _passages(answer, request)}
+    )
 
 
 def _event_stream(events: Iterator[tuple[str, Any]], request: HttpRequest) -> StreamingHttpResponse:

@@ -44,7 +44,6 @@ class Passage:
 @dataclass(frozen=True)
 class SearchResult:
     passages: list[Passage]
-    collections: list[Collection]  # the ones searched
     # Cosine of the question to the nearest passage (0 when none), when asked for.
     best_similarity: float = 0.0
 
@@ -97,7 +96,7 @@ def passages_search(
         allowed = set(recent) if document_ids is None else set(recent) & set(document_ids)
         document_ids = sorted(allowed)
     if not collection_ids or (document_ids is not None and not document_ids):
-        return SearchResult([], list(collections), 0.0)
+        return SearchResult([], 0.0)
     scope = Scope(collection_ids, document_ids=document_ids, content_types=content_types)
     dense = embedder.embed_query(query)
     store = vector_store()
@@ -120,7 +119,7 @@ def passages_search(
     if settings.KB_RERANKER_PATH:
         head = settings.KB_RERANK_CANDIDATES
         passages = rerank(query, passages[:head]) + passages[head:]
-    return SearchResult(_cap_per_document(passages)[:top_k], list(collections), best)
+    return SearchResult(_cap_per_document(passages)[:top_k], best)
 
 
 def _hydrate(hits: list[Hit]) -> list[Passage]:

@@ -128,6 +128,14 @@ class Answer:
         finally:
             self._audit(outcome, error)
 
+    def complete(self) -> Checked:
+        """The whole answer at once: drains the events (the row is written), then the
+        checked answer with its citations; `summary()` says the rest."""
+        for _ in self.events():
+            pass
+        assert self.checked is not None
+        return self.checked
+
     def summary(self) -> dict[str, Any]:
         checked = self.checked
         return {
@@ -139,8 +147,7 @@ class Answer:
         }
 
     def _audit(self, outcome: str, error: str) -> None:
-        token = request_context.use(self.info)
-        try:
+        with request_context.using(self.info):
             audit_record(
                 action="ask",
                 actor=self.principal,
@@ -156,8 +163,6 @@ class Answer:
                 latency_ms=_elapsed_ms(self.started),
                 detail={"query_id": self.query_id, **({"error": error} if error else {})},
             )
-        finally:
-            request_context._current.reset(token)
 
 
 def _involved(scope: list[Collection], passages: list[Passage]) -> list[Collection]:

@@ -9,14 +9,12 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from ingest import storage
-from ingest.models import Chunk
-from ingest.selectors import document_get
-from kb.audit import audit_record
-from kb.principal import Principal
+from ingest.selectors import document_file, passage_read
+from kb.principal import session_principal
 from kb.selectors import readable_collections
 from retrieval import conversations, services
 from retrieval.models import Rating
@@ -25,14 +23,10 @@ from retrieval.streaming import event_stream, sse
 CONTEXT_PASSAGES = 2
 
 
-def _principal(request: HttpRequest) -> Principal:
-    return Principal(user=request.user)  # type: ignore[arg-type]
-
-
 def _ask_page(request: HttpRequest, conversation: Any = None) -> HttpResponse:
     user: Any = request.user
     chosen = request.GET.getlist("collections")
-    readable = [c for c, _ in readable_collections(_principal(request))]
+    readable = [c for c, _ in readable_collections(session_principal(request))]
     return render(
         request,
         "retrieval/ask.html",
@@ -136,13 +130,13 @@ class SearchForm(forms.Form):
 
 @login_required
 def search(request: HttpRequest) -> HttpResponse:
-    readable = [c for c, _ in readable_collections(_principal(request))]
+    readable = [c for c, _ in readable_collections(session_principal(request))]
     chosen = request.GET.getlist("collections")
     form = SearchForm(request.GET or None)
     passages = None
     if form.is_valid():
         _, result = services.search_run(
-            principal=_principal(request),
+            principal=session_principal(request),
             query=form.cleaned_data["q"],
             collections=chosen or None,
             top_k=20,
@@ -163,20 +157,8 @@ def search(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def passage(request: HttpRequest, chunk_id: int) -> HttpResponse:
-    principal = _principal(request)
-    chunk = get_object_or_404(Chunk.objects.only("document_id"), pk=chunk_id)
-    document = document_get(principal, chunk.document_id)
-    chunk = Chunk.objects.get(pk=chunk_id)
-    around = Chunk.objects.filter(
-        version_id=chunk.version_id,
-        index__gte=chunk.index - CONTEXT_PASSAGES,
-        index__lte=chunk.index + CONTEXT_PASSAGES,
-    ).order_by("index")
-    audit_record(
-        action="passage.read",
-        actor=principal,
-        collections=[document.collection.slug],
-        chunk_ids=[chunk.pk],
+    document, chunk, around = passage_read(
+        session_principal(request), chunk_id, context=CONTEXT_PASSAGES
     )
     return render(
         request,
@@ -187,17 +169,7 @@ def passage(request: HttpRequest, chunk_id: int) -> HttpResponse:
 
 @login_required
 def document_download(request: HttpRequest, document_id: int) -> FileResponse:
-    principal = _principal(request)
-    document = document_get(principal, document_id)
-    version = document.live_version or document.versions.order_by("-number").first()
-    if version is None:
-        raise Http404("No file.")
-    audit_record(
-        action="document.download",
-        actor=principal,
-        collections=[document.collection.slug],
-        detail={"document_id": document.pk, "version": version.number},
-    )
+    _, version = document_file(session_principal(request), document_id)
     return FileResponse(
         storage.path_for(version.sha256).open("rb"),
         as_attachment=True,

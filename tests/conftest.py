@@ -63,7 +63,7 @@ def audit_head(transactional_db) -> None:
 @pytest.fixture
 def pipeline(audit_head):
     """Background work runs at once, in this process, as each transaction commits."""
-    from kb.celery import app
+    from server.celery import app
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ingest import embedder, onnx_encoder
+from ingest import cpu, embedder, onnx_encoder
 
 TEXTS = [
     "Every employee receives twenty-eight days of paid holiday per year.",
@@ -51,13 +51,13 @@ def test_onnx_runtime_gives_the_vectors_sentence_transformers_gives(settings, tm
 def test_embedding_leaves_a_parse_in_the_same_process_a_core(settings):
     settings.KB_EMBEDDING_THREADS = 4
     assert embedder._threads() == 4
-    with embedder.parsing():
+    with cpu.parse_running():
         assert embedder._threads() == 3
-        with embedder.parsing():  # two parses share one GIL, so they need one core between them
+        with cpu.parse_running():  # two parses share one GIL, so they need one core between them
             assert embedder._threads() == 3
     assert embedder._threads() == 4
     settings.KB_EMBEDDING_THREADS = 1
-    with embedder.parsing():
+    with cpu.parse_running():
         assert embedder._threads() == 1
 
 

@@ -107,18 +107,18 @@ def test_same_content_twice_is_one_document(pipeline, hr, tmp_path):
 
 
 def test_changed_file_becomes_a_new_version_that_replaces_the_old(pipeline, hr, monkeypatch):
-    from ingest import services
+    from ingest import pipeline
 
     (first,) = upload(hr, "policy.txt", b"The old rule: lunch is at noon.\n")
     assert found(hr, "lunch noon") == [first.document.pk]
     with monkeypatch.context() as held:
-        held.setattr(services, "_enqueue_parse", lambda version_id: None)  # a lost message
+        held.setattr(pipeline, "enqueue_parse", lambda version_id: None)  # a lost message
         (second,) = upload(hr, "policy.txt", b"The new rule: dinner is at seven.\n")
     assert second.document.pk == first.document.pk and second.version.number == 2
     # Until the new version is whole, the old one answers.
     assert found(hr, "lunch noon") == [first.document.pk]
     assert found(hr, "dinner seven") == []
-    services.ingest_reconcile()
+    pipeline.ingest_reconcile()
     assert version_of(second).stage == Stage.READY
     assert found(hr, "dinner seven") == [first.document.pk]
     assert found(hr, "lunch noon") == []
@@ -133,10 +133,10 @@ def test_changed_file_becomes_a_new_version_that_replaces_the_old(pipeline, hr, 
 
 def waiting_to_embed(collection, monkeypatch, count: int) -> list[DocumentVersion]:
     """Small documents parsed into passages whose embedding messages were lost."""
-    from ingest import services
+    from ingest import pipeline
 
     with monkeypatch.context() as held:
-        held.setattr(services, "_enqueue_embed", lambda version_id: None)
+        held.setattr(pipeline, "enqueue_embed", lambda version_id: None)
         results = [
             upload(
                 collection, f"memo-{n}.txt", f"Memo {n}: the locker code is {n}{n}{n}.\n".encode()
@@ -149,7 +149,7 @@ def waiting_to_embed(collection, monkeypatch, count: int) -> list[DocumentVersio
 
 
 def test_small_documents_waiting_are_embedded_in_one_call(pipeline, hr, monkeypatch):
-    from ingest import embedder, services
+    from ingest import embedder, pipeline
 
     versions = waiting_to_embed(hr, monkeypatch, 3)
     calls: list[int] = []
@@ -160,14 +160,14 @@ def test_small_documents_waiting_are_embedded_in_one_call(pipeline, hr, monkeypa
         return real(texts)
 
     monkeypatch.setattr(embedder, "embed", counted)
-    services.version_embed(version_id=versions[0].pk)
+    pipeline.version_embed(version_id=versions[0].pk)
     assert calls == [sum(v.chunk_count for v in versions)]
     for version in versions:
         assert version_of_doc(version.document_id).stage == Stage.READY
     assert set(found(hr, "locker code")) == {v.document_id for v in versions}
     # Their own messages, arriving afterwards, change nothing.
     for version in versions[1:]:
-        services.version_embed(version_id=version.pk)
+        pipeline.version_embed(version_id=version.pk)
     assert len(calls) == 1
     assert vector_store().count(live_only=True) == Chunk.objects.count()
 
@@ -177,28 +177,28 @@ def test_a_claimed_version_is_left_to_its_holder_and_a_retry_goes_alone(pipeline
 
     from django.utils import timezone
 
-    from ingest import services
+    from ingest import pipeline
 
     first, held, third = waiting_to_embed(hr, monkeypatch, 3)
     DocumentVersion.objects.filter(pk=held.pk).update(
         claimed_until=timezone.now() + timedelta(minutes=5)  # another worker is on it
     )
-    services.version_embed(version_id=held.pk)
+    pipeline.version_embed(version_id=held.pk)
     assert version_of_doc(held.document_id).stage == Stage.EMBEDDING
-    services.version_embed(version_id=first.pk, companions=False)
+    pipeline.version_embed(version_id=first.pk, companions=False)
     assert version_of_doc(first.document_id).stage == Stage.READY
     assert version_of_doc(third.document_id).stage == Stage.EMBEDDING
-    services.version_embed(version_id=third.pk)
+    pipeline.version_embed(version_id=third.pk)
     assert version_of_doc(third.document_id).stage == Stage.READY
     assert version_of_doc(held.document_id).stage == Stage.EMBEDDING
     # The holder went quiet: the reconciler voids its claim and the work gets done.
-    services.ingest_reconcile()
+    pipeline.ingest_reconcile()
     assert version_of_doc(held.document_id).stage == Stage.READY
     assert vector_store().count(live_only=True) == Chunk.objects.count()
 
 
 def test_a_failed_embedding_frees_and_requeues_its_companions(pipeline, hr, monkeypatch):
-    from ingest import embedder, services
+    from ingest import embedder, pipeline
 
     own, companion = waiting_to_embed(hr, monkeypatch, 2)
     requeued: list[int] = []
@@ -208,16 +208,16 @@ def test_a_failed_embedding_frees_and_requeues_its_companions(pipeline, hr, monk
 
     with monkeypatch.context() as broken:
         broken.setattr(embedder, "embed", model_gone)
-        broken.setattr(services, "_enqueue_embed", requeued.append)
+        broken.setattr(pipeline, "enqueue_embed", requeued.append)
         with pytest.raises(ConnectionError):
-            services.version_embed(version_id=own.pk)
+            pipeline.version_embed(version_id=own.pk)
     assert requeued == [companion.pk]  # the own version is retried by its task
     for version in (own, companion):
         current = version_of_doc(version.document_id)
         assert current.stage == Stage.EMBEDDING and current.claimed_until is None
     assert vector_store().count() == 0
-    services.version_embed(version_id=companion.pk)
-    services.version_embed(version_id=own.pk)
+    pipeline.version_embed(version_id=companion.pk)
+    pipeline.version_embed(version_id=own.pk)
     assert {version_of_doc(v.document_id).stage for v in (own, companion)} == {Stage.READY}
 
 
@@ -226,23 +226,23 @@ def test_the_reconciler_leaves_a_live_claim_alone(pipeline, hr, monkeypatch):
 
     from django.utils import timezone
 
-    from ingest import services
+    from ingest import pipeline
 
     (version,) = waiting_to_embed(hr, monkeypatch, 1)
     requeued: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_embed", requeued.append)
+    monkeypatch.setattr(pipeline, "enqueue_embed", requeued.append)
     long_ago = timezone.now() - timedelta(hours=1)
     claimed = DocumentVersion.objects.filter(pk=version.pk)
     claimed.update(updated_at=long_ago, claimed_until=timezone.now() + timedelta(minutes=5))
-    assert services.ingest_reconcile(stale_after=timedelta(minutes=15)) == 0
+    assert pipeline.ingest_reconcile(stale_after=timedelta(minutes=15)) == 0
     claimed.update(claimed_until=long_ago)  # its holder went quiet
-    assert services.ingest_reconcile(stale_after=timedelta(minutes=15)) == 1
+    assert pipeline.ingest_reconcile(stale_after=timedelta(minutes=15)) == 1
     assert requeued == [version.pk]
     assert claimed.get().claimed_until is None
 
 
 def test_a_failed_activation_is_finished_by_the_retry(pipeline, hr, monkeypatch):
-    from ingest import services
+    from ingest import pipeline
     from ingest.vectors.edge import EdgeStore
 
     (version,) = waiting_to_embed(hr, monkeypatch, 1)
@@ -253,15 +253,15 @@ def test_a_failed_activation_is_finished_by_the_retry(pipeline, hr, monkeypatch)
 
         broken.setattr(EdgeStore, "set_live", store_gone)
         with pytest.raises(ConnectionError):
-            services.version_embed(version_id=version.pk)
+            pipeline.version_embed(version_id=version.pk)
     assert version_of_doc(version.document_id).stage == Stage.INDEXING
-    services.version_embed(version_id=version.pk, companions=False)
+    pipeline.version_embed(version_id=version.pk, companions=False)
     assert version_of_doc(version.document_id).stage == Stage.READY
     assert found(hr, "locker code") == [version.document_id]
 
 
 def test_a_companion_whose_activation_failed_goes_back_to_the_queue(pipeline, hr, monkeypatch):
-    from ingest import services
+    from ingest import pipeline
     from ingest.vectors.edge import EdgeStore
 
     own, companion = waiting_to_embed(hr, monkeypatch, 2)
@@ -275,16 +275,16 @@ def test_a_companion_whose_activation_failed_goes_back_to_the_queue(pipeline, hr
             return real(self, document_id=document_id, version=version)
 
         broken.setattr(EdgeStore, "set_live", flaky)
-        broken.setattr(services, "_enqueue_embed", requeued.append)
-        services.version_embed(version_id=own.pk)
+        broken.setattr(pipeline, "enqueue_embed", requeued.append)
+        pipeline.version_embed(version_id=own.pk)
     assert version_of_doc(own.document_id).stage == Stage.READY
     assert requeued == [companion.pk]
-    services.version_embed(version_id=companion.pk)  # its message, delivered again
+    pipeline.version_embed(version_id=companion.pk)  # its message, delivered again
     assert version_of_doc(companion.document_id).stage == Stage.READY
 
 
 def test_a_bad_companion_does_not_fail_the_version_that_took_it(pipeline, hr, monkeypatch):
-    from ingest import embedder, services
+    from ingest import embedder, pipeline
     from ingest.tasks import version_embed_task
 
     own, companion = waiting_to_embed(hr, monkeypatch, 2)
@@ -298,7 +298,7 @@ def test_a_bad_companion_does_not_fail_the_version_that_took_it(pipeline, hr, mo
 
     monkeypatch.setattr(embedder, "embed", choking)
     requeued: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_embed", requeued.append)
+    monkeypatch.setattr(pipeline, "enqueue_embed", requeued.append)
     version_embed_task.apply(args=[own.pk], throw=False)
     assert version_of_doc(own.document_id).stage == Stage.READY  # retried alone
     assert requeued == [companion.pk]
@@ -418,7 +418,7 @@ def version_of_doc(document_id: int) -> DocumentVersion:
 def test_web_requests_do_not_load_the_ml_stack(tmp_path):
     code = (
         "import os, sys, django\n"
-        "os.environ['DJANGO_SETTINGS_MODULE'] = 'kb.settings'\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'server.settings'\n"
         "django.setup()\n"
         "from django.test import Client\n"
         "Client().get('/healthz'); Client().get('/api/v1/collections')\n"

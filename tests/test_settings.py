@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from kb.env import env_bool, env_int, env_secret
+from server.env import env_bool, env_int, env_secret
 
 
 def test_bad_values_fail_loudly_with_their_name(monkeypatch):

@@ -158,9 +158,10 @@ def test_edge_store_admits_one_process(tmp_path):
     try:
         code = (
             "import sys; from pathlib import Path\n"
-            "from ingest.vectors.edge import EdgeStore, ShardBusy\n"
+            "from ingest.vectors import StoreBusy\n"
+            "from ingest.vectors.edge import EdgeStore\n"
             "try:\n    EdgeStore.open(Path(sys.argv[1]), dimensions=8)\n"
-            "except ShardBusy as e:\n    print('busy:', e)\n"
+            "except StoreBusy as e:\n    print('busy:', e)\n"
         )
         result = subprocess.run(
             [sys.executable, "-c", code, str(tmp_path / "edge")],

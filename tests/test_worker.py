@@ -26,7 +26,7 @@ def wait_for(version_id: int, seconds: float = 120) -> DocumentVersion:
 @pytest.fixture
 def broker_url(request, audit_head, tmp_path):
     """The Celery app pointed at the given broker."""
-    from kb.celery import app
+    from server.celery import app
 
     url, options = request.param
     if url == "redis":
@@ -52,7 +52,7 @@ def broker_url(request, audit_head, tmp_path):
 @pytest.fixture
 def broker(broker_url):
     """... with a worker thread consuming it."""
-    from kb.worker import worker_start
+    from server.worker import worker_start
 
     worker = worker_start(name="test")
     yield
@@ -87,7 +87,7 @@ def test_upload_is_processed_by_the_worker_not_the_request(broker, hr, tmp_path)
 def test_the_worker_stops_every_time(broker_url):
     # serve and ingest_folder stop their worker on the way out; a stop that hangs
     # would keep the process from ending.
-    from kb.worker import worker_start
+    from server.worker import worker_start
 
     for _ in range(5):
         worker = worker_start(name="stopping")

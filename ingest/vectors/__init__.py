@@ -1,4 +1,6 @@
-"""The vector store port: the only code that knows Qdrant.
+"""The vector store port: the only code that knows Qdrant's API (the sparse encoder,
+ingest.sparse, uses Qdrant's BM25 tokenizer). Nothing outside this package imports an
+adapter: the types, the payload fields and the busy error are in `base`.
 
 Two adapters share one contract (tests/test_vectors.py runs against both):
 `edge` is Qdrant's engine inside this process (the embedded default), `server` talks
@@ -11,9 +13,18 @@ import threading
 
 from django.conf import settings
 
-from ingest.vectors.base import Hit, Point, SearchMode, VectorStore
+from ingest.vectors.base import Hit, Point, SearchMode, StoreBusy, VectorStore, point_payload
 
-__all__ = ["Hit", "Point", "SearchMode", "VectorStore", "vector_store", "vector_store_close"]
+__all__ = [
+    "Hit",
+    "Point",
+    "SearchMode",
+    "StoreBusy",
+    "VectorStore",
+    "point_payload",
+    "vector_store",
+    "vector_store_close",
+]
 
 _lock = threading.Lock()
 logger = logging.getLogger(__name__)

@@ -11,7 +11,42 @@ COLLECTION_ID = "collection_id"
 DOCUMENT_ID = "document_id"
 VERSION = "version"
 CHUNK_ID = "chunk_id"
+PAGE = "page"
+CONTENT_TYPE = "content_type"
 LIVE = "live"  # 0 or 1: the in-process engine does not match booleans
+
+# The fields a search filters on: each adapter indexes these, by kind.
+INDEXED_FIELDS: dict[str, Literal["integer", "keyword"]] = {
+    COLLECTION_ID: "integer",
+    DOCUMENT_ID: "integer",
+    LIVE: "integer",
+    CONTENT_TYPE: "keyword",
+}
+
+
+class StoreBusy(RuntimeError):
+    """Another process owns the vector store (the embedded engine admits one)."""
+
+
+def point_payload(
+    *,
+    collection_id: int,
+    document_id: int,
+    version: int,
+    chunk_id: int,
+    page: int | None,
+    content_type: str,
+) -> dict[str, Any]:
+    """A passage's payload, written not yet live: set_live turns its version on whole."""
+    return {
+        COLLECTION_ID: collection_id,
+        DOCUMENT_ID: document_id,
+        VERSION: version,
+        CHUNK_ID: chunk_id,
+        PAGE: page,
+        CONTENT_TYPE: content_type,
+        LIVE: 0,
+    }
 
 
 @dataclass(frozen=True)
@@ -65,5 +100,12 @@ class VectorStore(Protocol):
     ) -> list[Hit]: ...
 
     def count(self, *, document_id: int | None = None, live_only: bool = False) -> int: ...
+
+    def describe(self) -> str:
+        """Where the store is, for the status page (never a secret)."""
+
+    def optimize(self) -> tuple[int, int] | None:
+        """Build the search index now: (points, indexed), or None where the store does
+        this by itself."""
 
     def close(self) -> None: ...

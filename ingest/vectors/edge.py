@@ -15,13 +15,16 @@ import qdrant_edge as q
 from ingest.sparse import SparseVector
 from ingest.vectors.base import (
     COLLECTION_ID,
+    CONTENT_TYPE,
     DOCUMENT_ID,
+    INDEXED_FIELDS,
     LIVE,
     VERSION,
     Hit,
     Point,
     Scope,
     SearchMode,
+    StoreBusy,
 )
 
 DENSE = "dense"
@@ -29,8 +32,7 @@ SPARSE = "sparse"
 RRF_K = 60
 
 
-class ShardBusy(RuntimeError):
-    """Another process owns the embedded vector store."""
+_SCHEMAS = {"integer": q.PayloadSchemaType.Integer, "keyword": q.PayloadSchemaType.Keyword}
 
 
 def _match(field: str, value: Any) -> q.FieldCondition:
@@ -48,7 +50,7 @@ def _scope_filter(scope: Scope) -> q.Filter:
         )
     if scope.content_types is not None:
         must.append(
-            q.FieldCondition(key="content_type", match=q.MatchAny(any=list(scope.content_types)))
+            q.FieldCondition(key=CONTENT_TYPE, match=q.MatchAny(any=list(scope.content_types)))
         )
     return q.Filter(must=must)
 
@@ -63,15 +65,16 @@ def _idf_in_store(path: Path) -> bool:
 
 
 class EdgeStore:
-    def __init__(self, shard: q.EdgeShard, *, idf_in_store: bool = False) -> None:
+    def __init__(self, shard: q.EdgeShard, *, path: Path, idf_in_store: bool = False) -> None:
         self.shard = shard
+        self.path = path
         self.idf_in_store = idf_in_store
 
     @classmethod
     def open(cls, path: Path, *, dimensions: int) -> "EdgeStore":
         try:
             if (path / "edge_config.json").exists() or (path.exists() and any(path.iterdir())):
-                return cls(q.EdgeShard.load(str(path)), idf_in_store=_idf_in_store(path))
+                return cls(q.EdgeShard.load(str(path)), path=path, idf_in_store=_idf_in_store(path))
             path.mkdir(parents=True, exist_ok=True)
             shard = q.EdgeShard.create(
                 str(path),
@@ -85,19 +88,14 @@ class EdgeStore:
             )
         except Exception as error:
             if "wal" in str(error).lower() or "lock" in str(error).lower():
-                raise ShardBusy(
+                raise StoreBusy(
                     f"the vector store at {path} is open in another kb process "
                     "(the embedded engine admits one: stop it, or go through it)"
                 ) from error
             raise
-        for field, schema in (
-            (COLLECTION_ID, q.PayloadSchemaType.Integer),
-            (DOCUMENT_ID, q.PayloadSchemaType.Integer),
-            (LIVE, q.PayloadSchemaType.Integer),
-            ("content_type", q.PayloadSchemaType.Keyword),
-        ):
-            shard.update(q.UpdateOperation.create_field_index(field, schema))
-        return cls(shard)
+        for field, kind in INDEXED_FIELDS.items():
+            shard.update(q.UpdateOperation.create_field_index(field, _SCHEMAS[kind]))
+        return cls(shard, path=path)
 
     def upsert(self, points: Sequence[Point]) -> None:
         self.shard.update(
@@ -186,6 +184,9 @@ class EdgeStore:
         if live_only:
             must.append(_match(LIVE, 1))
         return int(self.shard.count(q.CountRequest(filter=q.Filter(must=must) if must else None)))
+
+    def describe(self) -> str:
+        return f"embedded engine at {self.path}"
 
     def optimize(self) -> tuple[int, int]:
         """Build the search indexes and drop deleted points: (points, indexed vectors).

@@ -9,7 +9,9 @@ from qdrant_client import QdrantClient, models
 from ingest.sparse import SparseVector
 from ingest.vectors.base import (
     COLLECTION_ID,
+    CONTENT_TYPE,
     DOCUMENT_ID,
+    INDEXED_FIELDS,
     LIVE,
     VERSION,
     Hit,
@@ -21,6 +23,10 @@ from ingest.vectors.base import (
 DENSE = "dense"
 SPARSE = "sparse"
 RRF_K = 60  # as the edge adapter; the server's default differs
+_SCHEMAS = {
+    "integer": models.PayloadSchemaType.INTEGER,
+    "keyword": models.PayloadSchemaType.KEYWORD,
+}
 
 
 def _match(field: str, value: Any) -> models.FieldCondition:
@@ -43,7 +49,7 @@ def _scope_filter(scope: Scope) -> models.Filter:
     if scope.content_types is not None:
         must.append(
             models.FieldCondition(
-                key="content_type", match=models.MatchAny(any=list(scope.content_types))
+                key=CONTENT_TYPE, match=models.MatchAny(any=list(scope.content_types))
             )
         )
     return models.Filter(must=must)
@@ -54,9 +60,10 @@ def _sparse(vector: SparseVector) -> models.SparseVector:
 
 
 class ServerStore:
-    def __init__(self, client: QdrantClient, collection: str) -> None:
+    def __init__(self, client: QdrantClient, collection: str, *, where: str) -> None:
         self.client = client
         self.collection = collection
+        self.where = where  # the URL or local path, never the API key
         self.idf_in_store = False
 
     @classmethod
@@ -70,7 +77,7 @@ class ServerStore:
         path: str | None = None,
     ) -> "ServerStore":
         client = QdrantClient(path=path) if path else QdrantClient(url=url, api_key=api_key)
-        store = cls(client, collection)
+        store = cls(client, collection, where=url or str(path))
         store._ensure(dimensions)
         return store
 
@@ -87,13 +94,8 @@ class ServerStore:
             # Term weights come with the query (ingest.term_stats).
             sparse_vectors_config={SPARSE: models.SparseVectorParams()},
         )
-        for field, schema in (
-            (COLLECTION_ID, models.PayloadSchemaType.INTEGER),
-            (DOCUMENT_ID, models.PayloadSchemaType.INTEGER),
-            (LIVE, models.PayloadSchemaType.INTEGER),
-            ("content_type", models.PayloadSchemaType.KEYWORD),
-        ):
-            self.client.create_payload_index(self.collection, field, field_schema=schema)
+        for field, kind in INDEXED_FIELDS.items():
+            self.client.create_payload_index(self.collection, field, field_schema=_SCHEMAS[kind])
 
     def upsert(self, points: Sequence[Point]) -> None:
         self.client.upsert(
@@ -206,6 +208,12 @@ class ServerStore:
             self.collection, count_filter=models.Filter(must=must) if must else None, exact=True
         )
         return result.count
+
+    def describe(self) -> str:
+        return f"Qdrant server {self.where}, collection {self.collection}"
+
+    def optimize(self) -> None:
+        return None  # a Qdrant server indexes by itself
 
     def close(self) -> None:
         self.client.close()

@@ -19,18 +19,15 @@ from kb.models import Collection
 
 class KbCommand(BaseCommand):
     def execute(self, *args: Any, **options: Any) -> str | None:
-        token = request_context.use(
-            request_context.RequestInfo(
-                user_agent=f"manage.py {self.__module__.rsplit('.', 1)[-1]}",
-                request_id=uuid.uuid4().hex,
-            )
+        info = request_context.RequestInfo(
+            user_agent=f"manage.py {self.__module__.rsplit('.', 1)[-1]}",
+            request_id=uuid.uuid4().hex,
         )
-        try:
-            return super().execute(*args, **options)
-        except ValidationError as error:
-            raise CommandError("; ".join(error.messages)) from None
-        finally:
-            request_context._current.reset(token)
+        with request_context.using(info):
+            try:
+                return super().execute(*args, **options)
+            except ValidationError as error:
+                raise CommandError("; ".join(error.messages)) from None
 
     @property
     def actor(self) -> Actor:

@@ -1,7 +1,6 @@
 import time
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import CommandError
 
 from ingest import term_stats
@@ -15,21 +14,20 @@ class Command(KbCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if settings.QDRANT_URL:
-            raise CommandError("QDRANT_URL is set: the Qdrant server indexes by itself")
-        from ingest.vectors import vector_store, vector_store_close
-        from ingest.vectors.edge import EdgeStore, ShardBusy
+        from ingest.vectors import StoreBusy, vector_store, vector_store_close
 
         try:
             store = vector_store()
-        except ShardBusy as error:
+        except StoreBusy as error:
             raise CommandError(f"{error}; stop kb first") from None
-        assert isinstance(store, EdgeStore)
         started = time.monotonic()
         try:
-            points, indexed = store.optimize()
+            optimized = store.optimize()
         finally:
             vector_store_close()
+        if optimized is None:
+            raise CommandError(f"{store.describe()} indexes by itself")
+        points, indexed = optimized
         terms = term_stats.collections_recount()
         seconds = time.monotonic() - started
         self.stdout.write(

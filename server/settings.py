@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
-from kb.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
+from server.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
 
 # Lets admin classes carry their model's type (admin.ModelAdmin[Collection]).
 django_stubs_ext.monkeypatch()
@@ -42,6 +42,8 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Behind a reverse proxy (compose/), the client's address is in X-Forwarded-For.
+KB_TRUST_X_FORWARDED_FOR = env_bool("KB_TRUST_X_FORWARDED_FOR", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -53,6 +55,7 @@ INSTALLED_APPS = [
     "kb",
     "ingest",
     "retrieval",
+    "server",
 ]
 
 MIDDLEWARE = [
@@ -68,8 +71,8 @@ MIDDLEWARE = [
     "kb.middleware.ReadOnlyAccessMiddleware",
 ]
 
-ROOT_URLCONF = "kb.urls"
-ASGI_APPLICATION = "kb.asgi.application"
+ROOT_URLCONF = "server.urls"
+ASGI_APPLICATION = "server.asgi.application"
 
 TEMPLATES = [
     {
@@ -173,7 +176,7 @@ KB_REFUSAL_MESSAGE = env_str("KB_REFUSAL_MESSAGE", "I could not find this in you
 
 # Celery: JSON payloads of ids, acknowledged after the work, bounded in time.
 # Redis in production; without REDIS_URL a folder on disk is the broker (one machine).
-CELERY_BROKER_URL = REDIS_URL or "folder://"  # kb.broker: kombu's filesystem transport
+CELERY_BROKER_URL = REDIS_URL or "folder://"  # server.broker: kombu's filesystem transport
 if CELERY_BROKER_URL.startswith("folder://"):
     _broker_dir = KB_DATA_DIR / "broker"
     _broker_dir.mkdir(exist_ok=True)
@@ -198,7 +201,7 @@ CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_ROUTES = {"ingest.tasks.version_embed_task": {"queue": "embed"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# The embedded default runs the worker inside the serving process (kb/runtime.py).
+# The embedded default runs the worker inside the serving process (server/runtime.py).
 KB_INPROCESS_WORKER = env_bool("KB_INPROCESS_WORKER", not QDRANT_URL)
 # Threads per queue (ingest, embed) of the in-process worker.
 KB_WORKER_CONCURRENCY = env_int("KB_WORKER_CONCURRENCY", 1, minimum=1)

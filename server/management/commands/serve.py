@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
         self.stdout.write(f"kb is starting at http://{options['host']}:{options['port']}/")
         uvicorn.run(
-            "kb.asgi:application",
+            "server.asgi:application",
             host=options["host"],
             port=options["port"],
             workers=1,

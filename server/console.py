@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from ingest.models import Chunk
 from ingest.selectors import document_status_counts
-from kb import status
 from kb.audit import audit_filter, audit_record, audit_verify, export_csv, export_jsonl
 from kb.models import AuditEvent, Outcome
-from kb.principal import Principal
+from kb.principal import session_principal
 from retrieval.models import Feedback
+from server import status
 
 PAGE_SIZE = 50
 
@@ -29,7 +29,7 @@ def admin_only(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRespo
     @wraps(view)
     @login_required
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not Principal(user=request.user).is_admin:  # type: ignore[arg-type]
+        if not session_principal(request).is_admin:
             raise Http404
         return view(request, *args, **kwargs)
 
@@ -63,10 +63,6 @@ class AuditFilterForm(forms.Form):
             action=data.get("action") or None,
             outcome=data.get("outcome") or None,
         )
-
-
-def _principal(request: HttpRequest) -> Principal:
-    return Principal(user=request.user)  # type: ignore[arg-type]
 
 
 @admin_only
@@ -107,7 +103,7 @@ def audit_download(request: HttpRequest) -> StreamingHttpResponse:
     jsonl = request.GET.get("format") == "jsonl"
     audit_record(
         action="audit.export",
-        actor=_principal(request),
+        actor=session_principal(request),
         detail={"format": "jsonl" if jsonl else "csv", "filters": request.GET.dict()},
     )
     events = form.events().iterator()

@@ -6,10 +6,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from ingest import runner
 from ingest.models import DocumentVersion, Stage
 from ingest.services import document_upload
 from kb.management.base import KbCommand, get_collection
+from server.runtime import background_work
 
 
 def _bar(done: int, total: int, width: int = 30) -> str:
@@ -36,7 +36,7 @@ class Command(KbCommand):
         started = time.monotonic()
         version_ids: list[int] = []
         skipped = refused = 0
-        with runner.background_worker() as worker:
+        with background_work() as work:
             for n, path in enumerate(files, 1):
                 relative = path.relative_to(root).as_posix()
                 with path.open("rb") as stream:
@@ -55,7 +55,7 @@ class Command(KbCommand):
             self.stderr.write("")
             self.stdout.write(
                 f"queued {len(version_ids) - skipped} files, {skipped} unchanged, "
-                f"{refused} refused ({worker.describe()})"
+                f"{refused} refused ({work.describe()})"
             )
             if not options["wait"]:
                 return

@@ -7,8 +7,9 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 
+from ingest.vectors import vector_store
 from kb.models import ModelProfile
-from kb.worker import QUEUES, inprocess_workers_alive
+from server.worker import QUEUES, inprocess_workers_alive
 
 PROBE_SECONDS = 2.0
 
@@ -36,7 +37,7 @@ def _workers() -> Check:
     if settings.KB_INPROCESS_WORKER:
         alive = inprocess_workers_alive()
         return Check("Workers", bool(alive), ", ".join(alive) or "the in-process worker is down")
-    from kb.celery import app
+    from server.celery import app
 
     replies = app.control.ping(timeout=PROBE_SECONDS)
     names = sorted(name for reply in replies or [] for name in reply)
@@ -44,11 +45,8 @@ def _workers() -> Check:
 
 
 def _vectors() -> Check:
-    from ingest.vectors import vector_store
-
-    where = settings.QDRANT_URL or "embedded engine"
-    points = vector_store().count()
-    return Check("Qdrant", True, f"{where}: {points} vectors")
+    store = vector_store()
+    return Check("Qdrant", True, f"{store.describe()}: {store.count()} vectors")
 
 
 def _model_urls() -> list[str]:

@@ -1,4 +1,4 @@
-"""The Celery app, configured from the CELERY_* names in kb.settings.
+"""The Celery app, configured from the CELERY_* names in server.settings.
 
 The database is the source of truth for work to do: the broker only wakes workers,
 so a lost message delays work and never loses it (see ingest's reconciler).
@@ -8,9 +8,9 @@ import os
 
 from celery import Celery
 
-from kb import broker  # noqa: F401  (registers folder://, the embedded default's broker)
+from server import broker  # noqa: F401  (registers folder://, the embedded default's broker)
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kb.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 
 app = Celery("kb")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -21,7 +21,7 @@ from celery.worker import WorkController
 from celery.worker import state as worker_state
 from django.conf import settings
 
-from kb.celery import app
+from server.celery import app
 
 logger = logging.getLogger(__name__)
 QUEUES = ("ingest", "embed")

@@ -1,0 +1,127 @@
+"""The embedded runtime: what a kb process starts beside its own work, by runtime shape.
+
+Embedded default (no QDRANT_URL): the vector engine admits one process, its owner. The
+owner opens the engine, re-queues whatever a previous owner left unfinished, and runs
+the background worker in threads (server.worker). `serve` becomes the owner for as long
+as it runs, keeps reconciling, and starts the bundled model's server unless
+LLM_BASE_URL is set; `ingest_folder` becomes the owner only while no server is, and
+otherwise queues work for the server's worker. Production: workers are separate
+processes (`celery -A server worker`, with `celery -A server beat` reconciling), and
+web processes start nothing but the model pool's clients.
+"""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from django.conf import settings
+
+from ingest.pipeline import ingest_reconcile
+from ingest.vectors import StoreBusy, vector_store, vector_store_close
+from retrieval.local_llm import LocalLlm
+from server.worker import worker_start
+
+logger = logging.getLogger(__name__)
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    parts: list[Stoppable] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            part.stop()
+
+
+class _Reconciler:
+    """Re-queues work whose message was lost, every third of the staleness period."""
+
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kb-reconcile", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stale = timedelta(seconds=settings.KB_STALE_AFTER_SECONDS)
+        while not self._stopped.wait(max(stale.total_seconds() / 3, 10)):
+            try:
+                ingest_reconcile(stale_after=stale)
+            except Exception:
+                logger.exception("reconcile failed; retrying next period")
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class _VectorStoreCloser:
+    def stop(self) -> None:
+        vector_store_close()
+
+
+def _become_owner(runtime: Runtime, *, name: str) -> None:
+    """Raises StoreBusy when another process owns the vector store."""
+    vector_store()
+    runtime.parts.append(_VectorStoreCloser())
+    # This process is the only worker, so all unfinished work is orphaned; re-queued
+    # before the worker starts, so that no claim of its own is voided.
+    if requeued := ingest_reconcile():
+        logger.info("re-queued %d unfinished documents", requeued)
+    runtime.parts.append(worker_start(name=name))
+
+
+def runtime_start() -> Runtime:
+    """For `serve`: a second server on the same data fails here, at start-up."""
+    runtime = Runtime()
+    if settings.KB_LOCAL_LLM:
+        try:
+            runtime.parts.append(LocalLlm(settings.KB_LOCAL_LLM_PORT))
+        except RuntimeError:
+            # Search still works; questions answer 503 and say why.
+            logger.exception("the local model did not start")
+    if settings.KB_INPROCESS_WORKER:
+        try:
+            _become_owner(runtime, name="embedded")
+        except BaseException:
+            runtime.stop()
+            raise
+        runtime.parts.append(_Reconciler())
+    return runtime
+
+
+@dataclass(frozen=True)
+class BackgroundWork:
+    owner: bool
+
+    def describe(self) -> str:
+        if self.owner:
+            return "working in this process"
+        if settings.KB_INPROCESS_WORKER:
+            return "the running kb server does the work"
+        return "kb workers do the work"
+
+
+@contextlib.contextmanager
+def background_work() -> Iterator[BackgroundWork]:
+    """For a command-line run: who does the work it queues, for as long as it runs."""
+    if not settings.KB_INPROCESS_WORKER:
+        yield BackgroundWork(owner=False)
+        return
+    runtime = Runtime()
+    try:
+        _become_owner(runtime, name="ingest-folder")
+    except StoreBusy:
+        runtime.stop()
+        yield BackgroundWork(owner=False)
+        return
+    try:
+        yield BackgroundWork(owner=True)
+    finally:
+        runtime.stop()

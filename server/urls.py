@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import include, path
+
+from kb import views
+from server import console
+from server.api import api
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("healthz", health, name="health"),
+    # One login page for everyone, the rate-limited one (the admin's included).
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("admin/login/", views.LoginView.as_view()),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("audit/", console.audit, name="audit"),
+    path("audit/export", console.audit_download, name="audit-export"),
+    path("audit/<int:seq>", console.audit_event, name="audit-event"),
+    path("status/", console.system_status, name="status"),
+    path("", include("kb.urls")),
+    path("", include("ingest.urls")),
+    path("", include("retrieval.urls")),
+]
