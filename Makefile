@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
+export ORT_DISABLE_TELEMETRY := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install dev lint browser serve clean
+.PHONY: run test install dev lint tools serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +43,13 @@ lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-# The browser tests drive Debian's chromium (playwright's own download is not used).
-browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+# The browser tests drive Debian's chromium (playwright's own download is not used);
+# tests/test_offline.py watches every connection through strace.
+tools:
+	@command -v chromium >/dev/null && command -v strace >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium strace; }
 
-test: lint browser
+test: lint tools
 	$(BIN)/python scripts/test_services.py $(BIN)/pytest
 
 clean:

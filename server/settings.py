@@ -21,6 +21,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+# ONNX Runtime looks up its telemetry host from every process that embeds; DO_NOT_TRACK
+# does not stop it, this does (tests/test_offline.py counts the lookups).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 KB_DATA_DIR = Path(env_str("KB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
