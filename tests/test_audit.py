@@ -151,7 +151,7 @@ def test_prune_keeps_the_rest_verifiable(trail):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_writers_keep_one_chain():
+def test_concurrent_writers_keep_one_chain(audit_head):
     def write(n: int) -> None:
         from django.db import connection as thread_connection
 
