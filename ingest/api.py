@@ -1,18 +1,23 @@
 """REST: /api/v1/collections/{slug}/documents and /api/v1/documents/{id}. Editors and owners."""
 
 from datetime import datetime
+from typing import Annotated
 
 from django.http import HttpRequest
 from ninja import File, Router, Schema, Status
 from ninja.files import UploadedFile
+from ninja.params.functions import Path as PathField
+from ninja.params.functions import Query as QueryField
 
 from ingest import selectors, services
 from ingest.models import Document
 from kb.api_auth import principal_of
+from kb.ids import ID_MAX
 from kb.models import Role
 from kb.selectors import collection_get
 
 router = Router(tags=["documents"])
+DocumentId = Annotated[int, PathField(ge=1, le=ID_MAX)]
 
 
 class UploadOut(Schema):
@@ -94,7 +99,7 @@ def documents_list(
     request: HttpRequest,
     slug: str,
     limit: int = 50,
-    offset: int = 0,
+    offset: Annotated[int, QueryField(0, le=ID_MAX)] = 0,
 ) -> DocumentPage:
     limit, offset = min(max(limit, 1), 500), max(offset, 0)
     principal = principal_of(request)
@@ -107,14 +112,14 @@ def documents_list(
 
 
 @router.get("/documents/{document_id}", response=DocumentOut)
-def document_detail(request: HttpRequest, document_id: int) -> DocumentOut:
+def document_detail(request: HttpRequest, document_id: DocumentId) -> DocumentOut:
     principal = principal_of(request)
     document = selectors.document_read(principal, document_id, role=Role.EDITOR)
     return DocumentOut.of(document)
 
 
 @router.delete("/documents/{document_id}", response={204: None})
-def document_remove(request: HttpRequest, document_id: int) -> Status[None]:
+def document_remove(request: HttpRequest, document_id: DocumentId) -> Status[None]:
     principal = principal_of(request)
     document = selectors.document_get(principal, document_id, role=Role.EDITOR)
     services.document_delete(document=document, actor=principal)

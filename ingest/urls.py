@@ -8,13 +8,13 @@ urlpatterns = [
     path("collections/<slug:slug>/documents", views.documents_table, name="documents-table"),
     path("collections/<slug:slug>/upload", views.upload, name="upload"),
     path(
-        "documents/<int:document_id>/delete",
+        "documents/<id:document_id>/delete",
         views.document_action,
         {"action": "delete"},
         name="document-delete",
     ),
     path(
-        "documents/<int:document_id>/reingest",
+        "documents/<id:document_id>/reingest",
         views.document_action,
         {"action": "reingest"},
         name="document-reingest",

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
 from kb.audit import anonymous, audit_record
@@ -22,7 +23,9 @@ class BearerTokenAuth(HttpBearer):
                 outcome=Outcome.DENIED,
                 detail={"path": request.path},
             )
-            return None
+            # Answered here: falling through to the session's check would answer a
+            # token's failure with the session's CSRF error.
+            raise HttpError(401, "The API token is expired, revoked or invalid.")
         return Principal(user=found.user, token=found)
 
 

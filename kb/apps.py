@@ -9,6 +9,11 @@ class KbConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth.signals import user_login_failed
+        from django.urls import register_converter
+
+        from kb.ids import IdConverter
+
+        register_converter(IdConverter, "id")
 
         user_login_failed.connect(_audit_failed_login, dispatch_uid="kb_audit_failed_login")
 

@@ -1,9 +1,10 @@
 """REST: POST /api/v1/search and POST /api/v1/ask (JSON, or text/event-stream)."""
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from datetime import datetime
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -11,19 +12,21 @@ from django.http.response import HttpResponseBase
 from ninja import Field, Router, Schema
 
 from kb.api_auth import principal_of
+from kb.ids import ID_MAX
 from retrieval import services
 from retrieval.citations import Citation
 from retrieval.llm import LlmUnavailable
 from retrieval.search import Passage
 from retrieval.streaming import event_stream, sse
 
+logger = logging.getLogger(__name__)
 router = Router(tags=["retrieval"])
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class Filters(Schema):
-    document_ids: list[int] | None = None
+    document_ids: list[Annotated[int, Field(ge=1, le=ID_MAX)]] | None = None
     content_types: list[str] | None = None
     updated_after: datetime | None = None
 
@@ -114,9 +117,11 @@ def _citation(citation: Citation, request: HttpRequest) -> dict[str, Any]:
 
 
 def _unavailable(answer: services.Answer, request: HttpRequest, error: str) -> HttpResponse:
+    # The reason names internal endpoints: it goes to the log and the audit row only.
+    logger.warning("question %s: %s", answer.query_id, error)
     return _json(
         {
-            "detail": f"The answering model is unavailable ({error}). Here are the passages.",
+            "detail": "The answering model is unavailable. Here are the passages.",
             "query_id": answer.query_id,
             "passages": _passages(answer, request),
         },
@@ -168,7 +173,8 @@ def _event_stream(events: Iterator[tuple[str, Any]], request: HttpRequest) -> St
                     data = [_citation(c, request) for c in data]
                 yield sse(name, data)
         except LlmUnavailable as error:
-            yield sse("error", {"detail": str(error)})
+            logger.warning("streamed answer failed: %s", error)
+            yield sse("error", {"detail": "The answering model stopped answering."})
         finally:
             close = getattr(events, "close", None)
             if close is not None:

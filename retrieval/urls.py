@@ -4,10 +4,10 @@ from retrieval import views
 
 urlpatterns = [
     path("", views.ask, name="ask"),
-    path("conversations/<int:conversation_id>", views.conversation, name="conversation"),
+    path("conversations/<id:conversation_id>", views.conversation, name="conversation"),
     path("ask/stream", views.ask_stream, name="ask-stream"),
     path("answers/<str:query_id>/feedback", views.feedback, name="feedback"),
     path("search", views.search, name="search"),
-    path("passages/<int:chunk_id>", views.passage, name="passage"),
-    path("documents/<int:document_id>/download", views.document_download, name="document-download"),
+    path("passages/<id:chunk_id>", views.passage, name="passage"),
+    path("documents/<id:document_id>/download", views.document_download, name="document-download"),
 ]

@@ -1,6 +1,7 @@
 """The REST API root (/api/v1): authentication, errors as JSON, and each app's routes."""
 
-from django.core.exceptions import ValidationError
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 
@@ -29,6 +30,16 @@ def _not_found(request: HttpRequest, error: Http404) -> HttpResponse:
 @api.exception_handler(ReadOnlyAccess)
 def _forbidden(request: HttpRequest, error: ReadOnlyAccess) -> HttpResponse:
     return api.create_response(request, {"detail": str(error)}, status=403)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request: HttpRequest, error: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1_000_000 or 1
+    return api.create_response(
+        request,
+        {"detail": f"The request body is too large (over {limit} MB). Send files as uploads."},
+        status=413,
+    )
 
 
 @api.exception_handler(ValidationError)

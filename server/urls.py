@@ -22,7 +22,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("audit/", console.audit, name="audit"),
     path("audit/export", console.audit_download, name="audit-export"),
-    path("audit/<int:seq>", console.audit_event, name="audit-event"),
+    path("audit/<id:seq>", console.audit_event, name="audit-event"),
     path("status/", console.system_status, name="status"),
     path("", include("kb.urls")),
     path("", include("ingest.urls")),

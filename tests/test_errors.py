@@ -1,0 +1,69 @@
+"""Errors a client can act on: the right status, JSON, in words, no internals."""
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.conftest import dead_url, logged_in
+
+
+def post(client: Client, path: str, body: object) -> Any:
+    return client.post(path, json.dumps(body), content_type="application/json")
+
+
+@pytest.mark.parametrize("secret", ["kb_nothere_0123456789abcdef", "not-a-token"])
+def test_a_bad_bearer_token_gets_401_on_every_method_not_a_csrf_error(db, secret):
+    # A browser-like client: CSRF is enforced, as it is for a real caller.
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {secret}")
+    for response in (
+        client.get("/api/v1/collections"),
+        post(client, "/api/v1/search", {"query": "holiday"}),
+        client.delete("/api/v1/documents/1"),
+    ):
+        assert response.status_code == 401
+        assert "expired, revoked or invalid" in response.json()["detail"]
+
+
+def test_a_body_over_the_limit_gets_a_json_413(bob):
+    response = logged_in(bob).post(
+        "/api/v1/search", b'{"query": "' + b"x" * 50_000_000 + b'"}', "application/json"
+    )
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
+
+
+def test_out_of_range_numbers_are_refused_or_bounded_never_a_500(hr, bob):
+    client = logged_in(bob)
+    huge = 10**30
+    for body in (
+        {"query": "holiday", "filters": {"document_ids": [huge]}},
+        {"query": "holiday", "filters": {"document_ids": [-huge]}},
+        {"query": "holiday", "top_k": huge},
+    ):
+        response = post(client, "/api/v1/search", body)
+        assert response.status_code == 422, body
+    for path in (
+        f"/api/v1/collections/hr/documents?offset={huge}",
+        f"/api/v1/collections/hr/documents?limit={huge}",
+        f"/api/v1/collections/hr/documents?offset=-{huge}",
+        f"/api/v1/documents/{huge}",
+        f"/passages/{huge}",
+        f"/documents/{huge}/download",
+    ):
+        assert client.get(path).status_code < 500, path
+
+
+def test_the_503_names_no_internal_address(docs, bob, llm_at):
+    down = dead_url()
+    llm_at(down)
+    client = logged_in(bob)
+    response = post(client, "/api/v1/ask", {"question": "How many days of paid holiday?"})
+    assert response.status_code == 503
+    assert "127.0.0.1" not in response.content.decode()
+    streamed = post(client, "/api/v1/ask", {"question": "Paid holiday?", "stream": True})
+    assert streamed.status_code == 503 and "127.0.0.1" not in streamed.content.decode()
+    from kb.models import AuditEvent
+
+    assert down in AuditEvent.objects.filter(action="ask").latest("seq").detail["error"]
