@@ -450,3 +450,22 @@ def test_ingest_folder_skips_unchanged_files(pipeline, hr, tmp_path):
     out = io.StringIO()
     call_command("ingest_folder", "hr", str(folder), "--wait", stdout=out, stderr=io.StringIO())
     assert "queued 0 files, 2 unchanged" in out.getvalue()
+
+
+def test_ingest_folder_refuses_links_that_lead_outside_the_folder(pipeline, hr, tmp_path):
+    from django.core.management import call_command
+
+    secret = tmp_path / "outside" / "passwd.txt"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    files.make("md", folder)
+    (folder / "passwd.txt").symlink_to(secret)
+    (folder / "inside.md").symlink_to(folder / "sample.md")  # a link within is fine
+    out, err = io.StringIO(), io.StringIO()
+    call_command("ingest_folder", "hr", str(folder), "--wait", stdout=out, stderr=err)
+    assert "refused passwd.txt: a link to a file outside" in err.getvalue()
+    assert "1 refused" in out.getvalue()
+    assert not Document.objects.filter(path="passwd.txt").exists()
+    assert not Chunk.objects.filter(text__contains="root:x:0:0").exists()

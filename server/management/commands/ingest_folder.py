@@ -17,6 +17,19 @@ def _bar(done: int, total: int, width: int = 30) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
+def _files(root: Path) -> tuple[list[Path], list[Path]]:
+    """The folder's files, and the links among them that lead outside it (never read:
+    a link to /etc/passwd would make it searchable by the collection's readers)."""
+    inside: list[Path] = []
+    outside: list[Path] = []
+    top = root.resolve()
+    for path in sorted(root.rglob("*")):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        (inside if path.resolve().is_relative_to(top) else outside).append(path)
+    return inside, outside
+
+
 class Command(KbCommand):
     help = "Load every file under a folder into a collection (unchanged files are skipped)."
 
@@ -32,7 +45,9 @@ class Command(KbCommand):
         root = Path(options["path"]).expanduser()
         if not root.is_dir():
             raise CommandError(f"not a folder: {root}")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files, outside = _files(root)
+        for path in outside:
+            self.stderr.write(f"refused {path.relative_to(root)}: a link to a file outside {root}")
         started = time.monotonic()
         version_ids: list[int] = []
         skipped = refused = 0
@@ -53,6 +68,7 @@ class Command(KbCommand):
                         version_ids.append(result.version.pk)
                 self._progress("queued ", n, len(files))
             self.stderr.write("")
+            refused += len(outside)
             self.stdout.write(
                 f"queued {len(version_ids) - skipped} files, {skipped} unchanged, "
                 f"{refused} refused ({work.describe()})"
