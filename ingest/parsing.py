@@ -163,9 +163,13 @@ def parse(path: Path, extension: str) -> Parsed:
     except ParseError:
         raise
     except Exception as error:
-        # unstructured raises many types for unreadable input; name the file's problem.
-        logger.info("parse of %s failed", path, exc_info=True)
-        raise ParseError(f"the {extension} file could not be read ({error})") from None
+        # unstructured raises many types for unreadable input, in its libraries' words
+        # (lxml, zip, XML limits): those go to the log, the person gets the file's problem.
+        logger.info("parse of %s failed: %s", path, error, exc_info=True)
+        label = extension.lstrip(".").upper()
+        raise ParseError(
+            f"the file could not be read: it is damaged, or it is not a {label} file"
+        ) from None
     if extension == ".pdf" and pages:
         elements = _with_ocr(path, elements, pages)
     if not elements:

@@ -332,6 +332,13 @@ def test_delete_leaves_nothing_behind(pipeline, hr, tmp_path):
             "password-protected",
         ),
         ("blob.txt", lambda tmp: b"x" * 5_000_000, "no readable text"),
+        (
+            "broken.docx",
+            lambda tmp: files.zip_bytes(
+                {"[Content_Types].xml": b"<Types", "word/document.xml": b"<w:document"}
+            ),
+            "damaged, or it is not a DOCX file",
+        ),
     ],
 )
 def test_bad_files_fail_clearly_and_harm_nothing(pipeline, hr, tmp_path, name, make_bytes, message):
