@@ -3,6 +3,7 @@
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -102,3 +103,17 @@ def test_bootstrap_prints_the_admin_password_once(db):
     admin = User.objects.get(username="admin")
     assert admin.is_superuser and admin.check_password(password)
     assert run("kb_bootstrap") == ""
+
+
+@pytest.mark.parametrize("command", [["collection_create", "x"], ["serve", "--port", "1"]])
+def test_commands_on_a_database_never_migrated_say_to_migrate(tmp_path, command):
+    result = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "KB_DATA_DIR": str(tmp_path), "LLM_BASE_URL": "x"},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 1
+    assert "run `python manage.py migrate` first" in result.stderr
+    assert "Traceback" not in result.stderr

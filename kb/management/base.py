@@ -9,6 +9,8 @@ from typing import Any
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -17,8 +19,20 @@ from kb.audit import Actor
 from kb.models import Collection
 
 
+def require_migrated() -> None:
+    """One line instead of a traceback on a database that was never migrated (or is
+    behind the code)."""
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        raise CommandError(
+            "the database is not set up for this version of kb: run `python manage.py "
+            "migrate` first"
+        )
+
+
 class KbCommand(BaseCommand):
     def execute(self, *args: Any, **options: Any) -> str | None:
+        require_migrated()
         info = request_context.RequestInfo(
             user_agent=f"manage.py {self.__module__.rsplit('.', 1)[-1]}",
             request_id=uuid.uuid4().hex,

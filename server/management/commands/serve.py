@@ -2,6 +2,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from kb.management.base import require_migrated
+
 
 class Command(BaseCommand):
     help = "Serve kb (ASGI) on one process: the embedded default's single owner."
@@ -13,6 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         import uvicorn
 
+        require_migrated()
         self.stdout.write(f"kb is starting at http://{options['host']}:{options['port']}/")
         uvicorn.run(
             "server.asgi:application",
