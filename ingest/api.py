@@ -14,7 +14,6 @@ from ingest.models import Document
 from kb.api_auth import principal_of
 from kb.ids import ID_MAX
 from kb.models import Role
-from kb.selectors import collection_get
 
 router = Router(tags=["documents"])
 DocumentId = Annotated[int, PathField(ge=1, le=ID_MAX)]
@@ -84,7 +83,9 @@ def documents_upload(
     request: HttpRequest, slug: str, file: File[list[UploadedFile]]
 ) -> Status[list[UploadOut]]:
     principal = principal_of(request)
-    collection, _ = collection_get(principal, slug, role=Role.EDITOR)
+    collection, _ = selectors.collection_access(
+        principal, slug, role=Role.EDITOR, action="document.upload"
+    )
     results = services.documents_upload(collection=collection, actor=principal, files=file)
     return Status(202, [UploadOut.of(result) for result in results])
 
@@ -103,7 +104,9 @@ def documents_list(
 ) -> DocumentPage:
     limit, offset = min(max(limit, 1), 500), max(offset, 0)
     principal = principal_of(request)
-    collection, _ = collection_get(principal, slug, role=Role.EDITOR)
+    collection, _ = selectors.collection_access(
+        principal, slug, role=Role.EDITOR, action="document.list"
+    )
     documents = selectors.documents_read(principal, collection)
     return DocumentPage(
         items=[DocumentOut.of(d) for d in documents[offset : offset + limit]],
@@ -121,6 +124,8 @@ def document_detail(request: HttpRequest, document_id: DocumentId) -> DocumentOu
 @router.delete("/documents/{document_id}", response={204: None})
 def document_remove(request: HttpRequest, document_id: DocumentId) -> Status[None]:
     principal = principal_of(request)
-    document = selectors.document_get(principal, document_id, role=Role.EDITOR)
+    document = selectors.document_access(
+        principal, document_id, role=Role.EDITOR, action="document.delete"
+    )
     services.document_delete(document=document, actor=principal)
     return Status(204, None)

@@ -2,17 +2,46 @@
 
 A read that shows a person a document's content or metadata writes its audit row here
 (`document_read`, `documents_read`, `passage_read`, `document_file`), so the web pages
-and the REST API record the same row for the same read.
+and the REST API record the same row for the same read. So does a refusal: these, and
+`collection_access` / `document_access` for writes, audit a denied attempt.
 """
+
+import contextlib
+from collections.abc import Iterator
 
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Stage
 from kb.audit import audit_record
-from kb.models import Collection, Role
+from kb.models import Collection, Outcome, Role
 from kb.principal import Principal
-from kb.selectors import ReadOnlyAccess, collection_roles
+from kb.selectors import ReadOnlyAccess, collection_get, collection_roles
+
+
+@contextlib.contextmanager
+def _denial_audited(principal: Principal, action: str, **detail: object) -> Iterator[None]:
+    """A refused attempt is recorded as denied; what was asked for goes in the detail
+    (not the collections column, which would confirm that it exists)."""
+    try:
+        yield
+    except (Http404, ReadOnlyAccess):
+        audit_record(action=action, actor=principal, outcome=Outcome.DENIED, detail=detail)
+        raise
+
+
+def collection_access(
+    principal: Principal, slug: str, *, role: Role, action: str
+) -> tuple[Collection, Role]:
+    """As kb.selectors.collection_get, with a refusal audited as `action`."""
+    with _denial_audited(principal, action, collection=slug):
+        return collection_get(principal, slug, role=role)
+
+
+def document_access(principal: Principal, document_id: int, *, role: Role, action: str) -> Document:
+    """As document_get, with a refusal audited as `action`."""
+    with _denial_audited(principal, action, document_id=document_id):
+        return document_get(principal, document_id, role=role)
 
 
 def document_get(principal: Principal, document_id: int, *, role: Role = Role.READER) -> Document:
@@ -32,7 +61,7 @@ def document_get(principal: Principal, document_id: int, *, role: Role = Role.RE
 
 def document_read(principal: Principal, document_id: int, *, role: Role = Role.READER) -> Document:
     """As document_get, recorded as a read of its metadata."""
-    document = document_get(principal, document_id, role=role)
+    document = document_access(principal, document_id, role=role, action="document.read")
     audit_record(
         action="document.read",
         actor=principal,
@@ -52,10 +81,11 @@ def passage_read(
     principal: Principal, chunk_id: int, *, context: int
 ) -> tuple[Document, Chunk, QuerySet[Chunk]]:
     """A passage with `context` passages either side, recorded as read."""
-    found = Chunk.objects.only("document_id").filter(pk=chunk_id).first()
-    if found is None:
-        raise Http404("No such passage.")
-    document = document_get(principal, found.document_id)
+    with _denial_audited(principal, "passage.read", chunk_id=chunk_id):
+        found = Chunk.objects.only("document_id").filter(pk=chunk_id).first()
+        if found is None:
+            raise Http404("No such passage.")
+        document = document_get(principal, found.document_id)
     chunk = Chunk.objects.get(pk=chunk_id)
     around = Chunk.objects.filter(
         version_id=chunk.version_id,
@@ -73,10 +103,11 @@ def passage_read(
 
 def document_file(principal: Principal, document_id: int) -> tuple[Document, DocumentVersion]:
     """The document's current file, recorded as downloaded."""
-    document = document_get(principal, document_id)
-    version = version_current(document)
-    if version is None:
-        raise Http404("No file.")
+    with _denial_audited(principal, "document.download", document_id=document_id):
+        document = document_get(principal, document_id)
+        version = version_current(document)
+        if version is None:
+            raise Http404("No file.")
     audit_record(
         action="document.download",
         actor=principal,

@@ -75,7 +75,9 @@ def documents_table(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def upload(request: HttpRequest, slug: str) -> HttpResponse:
     principal = session_principal(request)
-    collection, _ = collection_get(principal, slug, role=Role.EDITOR)
+    collection, _ = selectors.collection_access(
+        principal, slug, role=Role.EDITOR, action="document.upload"
+    )
     results = services.documents_upload(
         collection=collection, actor=principal, files=request.FILES.getlist("file")
     )
@@ -113,7 +115,9 @@ ACTIONS = {
 def document_action(request: HttpRequest, document_id: int, action: str) -> HttpResponse:
     """A confirmation page (GET), then the action (POST)."""
     principal = session_principal(request)
-    document = selectors.document_get(principal, document_id, role=Role.EDITOR)
+    document = selectors.document_access(
+        principal, document_id, role=Role.EDITOR, action=f"document.{action}"
+    )
     slug = document.collection.slug
     if request.method != "POST":
         return render(

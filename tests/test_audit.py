@@ -188,3 +188,35 @@ def test_a_column_added_later_leaves_old_rows_verifiable_and_protects_new_ones(d
     raw("UPDATE kb_auditevent SET model = %s WHERE seq = %s", "added", old[1].seq)
     result = audit_verify()
     assert not result.ok and f"seq {old[1].seq} " in result.message
+
+
+def test_refused_document_reads_and_writes_are_audited_as_denied(docs, bob, charlie):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from ingest.models import Chunk
+    from tests.conftest import logged_in
+
+    document = docs["holiday"]
+    chunk = Chunk.objects.filter(document=document).first()
+    assert chunk is not None
+    outsider, reader = logged_in(charlie), logged_in(bob)
+    before = AuditEvent.objects.count()
+    attempts = [
+        (outsider.get(f"/passages/{chunk.pk}"), "passage.read", "charlie"),
+        (outsider.get(f"/documents/{document.pk}/download"), "document.download", "charlie"),
+        (reader.get("/api/v1/collections/hr/documents"), "document.list", "bob"),
+        (reader.get(f"/api/v1/documents/{document.pk}"), "document.read", "bob"),
+        (reader.delete(f"/api/v1/documents/{document.pk}"), "document.delete", "bob"),
+        (
+            reader.post(
+                "/api/v1/collections/hr/documents",
+                {"file": SimpleUploadedFile("a.txt", b"text")},
+            ),
+            "document.upload",
+            "bob",
+        ),
+        (reader.post(f"/documents/{document.pk}/delete"), "document.delete", "bob"),
+    ]
+    assert all(response.status_code in (403, 404) for response, _, _ in attempts)
+    denied = list(AuditEvent.objects.filter(seq__gt=before, outcome="denied").order_by("seq"))
+    assert [(e.action, e.actor_name) for e in denied] == [(a, who) for _, a, who in attempts]
