@@ -117,9 +117,12 @@ def _partition(path: Path, extension: str, **options: Any) -> list[Any]:
     return list(partition(**common))
 
 
-def _pdf_pages(path: Path) -> int:
+def _pdf_pages(path: Path) -> int | None:
+    """The page count, checked first so that a damaged or locked PDF says so. None when
+    pypdf's own safety limits stop it on a file that may well be valid: the parser
+    (pdfminer, limits of its own) reads it then, without OCR of empty pages."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
 
     try:
         reader = PdfReader(str(path))
@@ -128,6 +131,11 @@ def _pdf_pages(path: Path) -> int:
         return len(reader.pages)
     except ParseError:
         raise
+    except LimitReachedError as error:
+        logger.warning(
+            "%s: the page count stopped at pypdf's limit (%s); parsing it anyway", path, error
+        )
+        return None
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as error:
         raise ParseError(f"the PDF is damaged and cannot be read ({error})") from None
 

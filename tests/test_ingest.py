@@ -476,3 +476,14 @@ def test_ingest_folder_refuses_links_that_lead_outside_the_folder(pipeline, hr, 
     assert "1 refused" in out.getvalue()
     assert not Document.objects.filter(path="passwd.txt").exists()
     assert not Chunk.objects.filter(text__contains="root:x:0:0").exists()
+
+
+def test_a_pdf_past_the_page_counters_limit_is_still_read(pipeline, hr, tmp_path):
+    # pypdf's page count trips its own limit on an array of over 100,000 items, which
+    # some real filings hold; pdfminer reads them.
+    junk = b"/Junk [" + b"0 " * 100_001 + b"]"
+    path = files.write_plain_pdf(tmp_path / "filing.pdf", files.FACTS["pdf"], pages_extra=junk)
+    (result,) = upload_file(hr, path)
+    version = version_of(result)
+    assert version.stage == Stage.READY, version.error
+    assert result.document.pk in found(hr, files.FACTS["pdf"])
