@@ -6,6 +6,7 @@ a bigger model (LLM_BASE_URL)."""
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -25,14 +26,50 @@ def gguf_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+# Runs llama.cpp's server in the child, and ends the child when its parent is gone,
+# however the parent died (a SIGKILLed kb left its model server running, and the next
+# kb used it). Polling the parent id works from any thread; PR_SET_PDEATHSIG would fire
+# when the starting thread ends.
+_CHILD = """
+import os, runpy, sys, threading, time
+parent = int(sys.argv.pop(1))
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+class PortTaken(RuntimeError):
+    """A model server that this process did not start answers on the port."""
+
+
+def _answering(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/models", timeout=1).raise_for_status()
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 class LocalLlm:
     def __init__(self, port: int, *, startup_seconds: float = 120) -> None:
         self.url = f"http://127.0.0.1:{port}/v1"
+        if _answering(self.url):
+            raise PortTaken(
+                f"a model server that this kb did not start answers at {self.url} (left by "
+                "a kb that was killed, or another program): stop it, or set "
+                "KB_LOCAL_LLM_PORT to a free port"
+            )
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
             [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                "-c",
+                _CHILD,
+                str(os.getpid()),
                 "--model",
                 str(gguf_path()),
                 "--host",
@@ -53,12 +90,10 @@ class LocalLlm:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the local model server exited ({self.process.returncode})")
-            try:
-                httpx.get(f"{self.url}/models", timeout=1).raise_for_status()
+            if _answering(self.url):
                 logger.info("local model %s answering at %s", MODEL_ALIAS, self.url)
                 return
-            except httpx.HTTPError:
-                time.sleep(0.2)
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the local model server did not answer at {self.url}")
 

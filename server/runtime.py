@@ -22,7 +22,7 @@ from django.conf import settings
 
 from ingest.pipeline import ingest_reconcile
 from ingest.vectors import StoreBusy, vector_store, vector_store_close
-from retrieval.local_llm import LocalLlm
+from retrieval.local_llm import LocalLlm, PortTaken
 from server.worker import worker_start
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ def runtime_start() -> Runtime:
     if settings.KB_LOCAL_LLM:
         try:
             runtime.parts.append(LocalLlm(settings.KB_LOCAL_LLM_PORT))
+        except PortTaken:
+            raise  # serving would answer from a server nobody controls: refuse, say why
         except RuntimeError:
             # Search still works; questions answer 503 and say why.
             logger.exception("the local model did not start")

@@ -1,0 +1,69 @@
+"""The bundled model's server lives and dies with the kb process that started it."""
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from retrieval.local_llm import LocalLlm, PortTaken
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose: it answers nothing and holds no port.
+    status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    return status != "Z"
+
+
+def test_the_model_server_ends_when_its_kb_is_killed():
+    port = free_port()
+    code = (
+        "import sys, time\n"
+        "from retrieval.local_llm import LocalLlm\n"
+        f"server = LocalLlm({port})\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(child)
+
+
+def test_a_model_server_it_did_not_start_is_refused_by_name():
+    class Models(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"data": []}')
+
+        def log_message(self, *args):
+            pass
+
+    orphan = http.server.HTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=orphan.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(PortTaken, match=r"did not start answers at http://127\.0\.0\.1:"):
+            LocalLlm(orphan.server_address[1])
+    finally:
+        orphan.shutdown()
