@@ -34,10 +34,12 @@ class LoginView(auth_views.LoginView):
             audit_record(
                 action="auth.login_throttled", actor=anonymous(username), outcome=Outcome.DENIED
             )
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(None, "Too many failed attempts. Wait a few minutes and try again.")
-            return self.render_to_response(self.get_context_data(form=form), status=429)
+            # An unbound form: validating it would check the password, which is what is
+            # throttled, and a wrong one would write a second row (auth.login_failed).
+            form = self.get_form_class()(self.request, initial={"username": username})
+            refusal = "Too many failed attempts. Wait a few minutes and try again."
+            context = self.get_context_data(form=form, refusal=refusal)
+            return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form: Any) -> HttpResponse:

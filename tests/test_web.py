@@ -66,6 +66,12 @@ def test_login_is_audited_and_rate_limited(bob, settings):
     blocked = client.post("/login/", {"username": "bob", "password": "bob-pass-123"})
     assert blocked.status_code == 429 and b"Too many failed attempts" in blocked.content
     assert AuditEvent.objects.filter(action="auth.login_throttled", outcome="denied").exists()
+    # A wrong password while throttled is not checked either: one row, the refusal.
+    before = AuditEvent.objects.count()
+    client.post("/login/", {"username": "bob", "password": "wrong"})
+    assert list(AuditEvent.objects.filter(seq__gt=before).values_list("action", flat=True)) == [
+        "auth.login_throttled"
+    ]
     cache.clear()
     ok = client.post("/login/", {"username": "bob", "password": "bob-pass-123"})
     assert ok.status_code == 302 and ok["Location"] == "/"
