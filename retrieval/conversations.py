@@ -11,7 +11,9 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import Http404
 
+from ingest.models import Chunk
 from kb.audit import audit_record
+from kb.models import AuditEvent
 from kb.principal import Principal
 from kb.selectors import readable_collection_ids
 from retrieval import llm, services
@@ -35,13 +37,34 @@ def conversation_get(user: User, conversation_id: int) -> Conversation:
 
 
 def exchanges_shown(user: User, conversation: Conversation) -> list[Exchange]:
-    """The conversation's exchanges, each citation kept only while its collection may
-    still be read: a revoked membership also hides the quotes seen before."""
+    """The conversation's exchanges as the user may see them now. A citation stays only
+    while its collection may still be read, and an answer that drew on a collection no
+    longer readable loses its text too (`sources_gone`): a revoked membership hides
+    what was seen before. Its sources are the cited passages and those the audit row
+    of the question names."""
     readable = readable_collection_ids(Principal(user=user))
     exchanges = list(conversation.exchanges.select_related("feedback"))
+    used = _source_collections([e.query_id for e in exchanges])
     for exchange in exchanges:
+        cited = {c.get("collection_id") for c in exchange.citations}
+        exchange.sources_gone = not (cited | used.get(exchange.query_id, set())) <= readable
         exchange.citations = [c for c in exchange.citations if c.get("collection_id") in readable]
+        if exchange.sources_gone:
+            exchange.answer = ""
     return exchanges
+
+
+def _source_collections(query_ids: list[str]) -> dict[str, set[int]]:
+    """query id -> the collections of the passages its audit row names as sources."""
+    rows = AuditEvent.objects.filter(action="ask", detail__query_id__in=query_ids).values_list(
+        "detail", "chunk_ids"
+    )
+    chunk_ids = {n for _, ids in rows for n in ids}
+    collection_of = dict(Chunk.objects.filter(pk__in=chunk_ids).values_list("pk", "collection_id"))
+    return {
+        detail["query_id"]: {collection_of[n] for n in ids if n in collection_of}
+        for detail, ids in rows
+    }
 
 
 def citation_dict(citation: Citation) -> dict[str, Any]:
@@ -64,9 +87,10 @@ def passage_dict(passage: Passage) -> dict[str, Any]:
 def _history(conversation: Conversation | None) -> list[dict[str, str]]:
     if conversation is None:
         return []
-    recent = list(conversation.exchanges.order_by("-created_at", "-pk")[:HISTORY_EXCHANGES])
+    # As shown: an answer whose sources the user may no longer read is not sent either.
+    recent = exchanges_shown(conversation.user, conversation)[-HISTORY_EXCHANGES:]
     turns = []
-    for exchange in reversed(recent):
+    for exchange in recent:
         turns.append({"role": "user", "content": exchange.question})
         if exchange.answer and not exchange.refused:
             turns.append({"role": "assistant", "content": exchange.answer})

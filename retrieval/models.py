@@ -33,6 +33,7 @@ class Exchange(models.Model):
     # [{"n", "chunk_id", "document_title", "page", "quote", "url"}], as the page showed them.
     citations = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
+    sources_gone = False  # not stored: set by conversations.exchanges_shown for its reader
 
     class Meta:
         ordering = ["created_at", "pk"]

@@ -111,3 +111,39 @@ def test_passage_and_file_of_a_secret_are_404(worlds, bob, charlie):
         assert client.get(f"/passages/{secret[0].pk}").status_code == 404
         assert client.get(f"/documents/{secret[0].document_id}/download").status_code == 404
         assert client.get(f"/api/v1/documents/{secret[0].document_id}").status_code == 404
+
+
+def test_a_removed_member_no_longer_reads_past_answers_from_that_collection(worlds, bob):
+    from kb.audit import audit_record
+    from kb.services import member_remove
+    from retrieval.models import Conversation, Exchange
+
+    finance, secret_chunks = worlds
+    member_add(collection=finance, user=bob, role=Role.READER, actor=SYSTEM)
+    conversation = Conversation.objects.create(user=bob, title="merger")
+    chunk = secret_chunks[0]
+    cited = {"n": 1, "chunk_id": chunk.pk, "collection_id": finance.pk, "quote": "x"}
+    cited |= {"url": f"/passages/{chunk.pk}", "document_title": "merger", "page": None}
+    Exchange.objects.create(
+        conversation=conversation, query_id="q1", question="When?", answer=SECRET, citations=[cited]
+    )
+    # An answer that cites nothing, from sources its audit row names.
+    Exchange.objects.create(
+        conversation=conversation, query_id="q2", question="How much?", answer="41 million."
+    )
+    audit_record(
+        action="ask",
+        actor=SYSTEM,
+        chunk_ids=[c.pk for c in secret_chunks],
+        detail={"query_id": "q2"},
+    )
+    client = logged_in(bob)
+    page = client.get(f"/conversations/{conversation.pk}").content.decode()
+    assert "ninth of June" in page and "41 million." in page
+    member_remove(collection=finance, user=bob, actor=SYSTEM)
+    page = client.get(f"/conversations/{conversation.pk}").content.decode()
+    assert "ninth of June" not in page and "41 million" not in page
+    assert page.count("documents you may no longer read") == 2
+    from retrieval.conversations import _history
+
+    assert [t["role"] for t in _history(conversation)] == ["user", "user"]
