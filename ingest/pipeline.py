@@ -289,13 +289,23 @@ def ingest_reconcile(*, stale_after: timedelta | None = None) -> int:
     """Re-queue versions whose stage has not moved for `stale_after` (all, when None).
 
     A worker killed mid-stage, or a broker that lost its message, leaves a version in a
-    non-terminal stage: the stage is reset to where its work can be redone safely."""
+    non-terminal stage: the stage is reset to where its work can be redone safely, at
+    most KB_PARSE_ATTEMPTS parses in all, then the version fails with the reason."""
     versions = DocumentVersion.objects.filter(stage__in=ACTIVE_STAGES)
     if stale_after is not None:
         versions = versions.filter(updated_at__lt=timezone.now() - stale_after)
     count = 0
-    for version_id, stage in versions.values_list("pk", "stage"):
-        if stage in (Stage.PARSING, Stage.CHUNKING):
+    for version_id, stage, attempts in versions.values_list("pk", "stage", "attempts"):
+        if stage in (Stage.PARSING, Stage.CHUNKING) and attempts >= settings.KB_PARSE_ATTEMPTS:
+            # Started this often and never finished: its worker died on it each time (out
+            # of memory or time, or a crash), and would again, holding up the queue.
+            version_fail(
+                version_id,
+                f"processing stopped {attempts} times before it finished (the worker ran "
+                "out of memory or time, or crashed, on this file): it may be damaged or "
+                "too large; split or repair it and upload it again",
+            )
+        elif stage in (Stage.PARSING, Stage.CHUNKING):
             if _advance(version_id, Stage(stage), Stage.QUEUED):
                 enqueue_parse(version_id)
                 count += 1

@@ -225,6 +225,9 @@ KB_MODEL_CACHE_DIR = Path(env_str("KB_MODEL_CACHE_DIR", str(KB_DATA_DIR / "model
 KB_EMBEDDING_BATCH_SIZE = env_int("KB_EMBEDDING_BATCH_SIZE", 16, minimum=1)
 # A document whose stage has not moved for this long is taken to be lost and re-queued.
 KB_STALE_AFTER_SECONDS = env_int("KB_STALE_AFTER_SECONDS", 900, minimum=1)
+# Parses a version may start before it fails: one that kills its worker is not retried
+# forever, with every other document waiting behind it.
+KB_PARSE_ATTEMPTS = env_int("KB_PARSE_ATTEMPTS", 3, minimum=1)
 KB_POLL_SECONDS = 0.25
 CELERY_BEAT_SCHEDULE = {
     "ingest-reconcile": {

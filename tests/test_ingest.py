@@ -487,3 +487,18 @@ def test_a_pdf_past_the_page_counters_limit_is_still_read(pipeline, hr, tmp_path
     version = version_of(result)
     assert version.stage == Stage.READY, version.error
     assert result.document.pk in found(hr, files.FACTS["pdf"])
+
+
+def test_a_version_that_keeps_killing_its_worker_fails_after_the_attempts(pipeline, hr, settings):
+    from ingest import pipeline
+
+    settings.KB_PARSE_ATTEMPTS = 3
+    (poison,) = upload(hr, "poison.txt", b"A file whose parse kills the worker.\n")
+    (other,) = upload(hr, "other.txt", b"An ordinary file, stuck behind it.\n")
+    # Each owner died mid-parse: left in `parsing`, started 3 and 1 times.
+    DocumentVersion.objects.filter(pk=poison.version.pk).update(stage=Stage.PARSING, attempts=3)
+    DocumentVersion.objects.filter(pk=other.version.pk).update(stage=Stage.PARSING, attempts=1)
+    pipeline.ingest_reconcile()
+    poisoned, retried = version_of(poison), version_of(other)
+    assert poisoned.stage == Stage.FAILED and "stopped 3 times" in poisoned.error
+    assert retried.stage == Stage.READY
