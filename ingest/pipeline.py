@@ -77,6 +77,15 @@ def version_parse(*, version_id: int) -> None:
     except FileNotFoundError:
         version_fail(version_id, "the stored file is missing; upload it again")
         return
+    if len(parsed.elements) > settings.KB_MAX_ELEMENTS:
+        # Checked before chunking, whose work grows with the elements.
+        version_fail(
+            version_id,
+            f"the document is too long: {len(parsed.elements)} parts (paragraphs, rows, "
+            f"items), over the limit of {settings.KB_MAX_ELEMENTS} (KB_MAX_ELEMENTS); split "
+            "it into smaller files",
+        )
+        return
     if not _advance(
         version_id, Stage.PARSING, Stage.CHUNKING, pages=parsed.pages, progress=Progress.PARSED
     ):

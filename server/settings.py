@@ -213,6 +213,7 @@ CELERY_TIMEZONE = "UTC"
 # Ingestion.
 KB_MAX_UPLOAD_MB = env_int("KB_MAX_UPLOAD_MB", 200, minimum=1)
 KB_MAX_PASSAGES = env_int("KB_MAX_PASSAGES", 50_000, minimum=1)
+KB_MAX_ELEMENTS = env_int("KB_MAX_ELEMENTS", 200_000, minimum=1)  # parsed parts, per document
 KB_EMBEDDING_MODEL_PATH = env_str("KB_EMBEDDING_MODEL_PATH")  # default: the bundled MiniLM
 KB_EMBEDDING_DEVICE = env_str("KB_EMBEDDING_DEVICE")  # default: cuda when present, else cpu
 # auto: ONNX Runtime on a CPU (same vectors, faster), sentence-transformers on a GPU.

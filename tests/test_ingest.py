@@ -502,3 +502,16 @@ def test_a_version_that_keeps_killing_its_worker_fails_after_the_attempts(pipeli
     poisoned, retried = version_of(poison), version_of(other)
     assert poisoned.stage == Stage.FAILED and "stopped 3 times" in poisoned.error
     assert retried.stage == Stage.READY
+
+
+def test_a_document_of_too_many_parts_fails_before_chunking_and_harms_nothing(
+    pipeline, hr, settings
+):
+    settings.KB_MAX_ELEMENTS = 5
+    text = "\n\n".join(f"Paragraph {n} of a very long list." for n in range(20))
+    (long,) = upload(hr, "long.txt", text.encode())
+    (short,) = upload(hr, "short.txt", b"One paragraph only.\n")
+    failed = version_of(long)
+    assert failed.stage == Stage.FAILED and "(KB_MAX_ELEMENTS)" in failed.error
+    assert not Chunk.objects.filter(version=failed).exists()
+    assert version_of(short).stage == Stage.READY
