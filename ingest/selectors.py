@@ -82,11 +82,10 @@ def passage_read(
 ) -> tuple[Document, Chunk, QuerySet[Chunk]]:
     """A passage with `context` passages either side, recorded as read."""
     with _denial_audited(principal, "passage.read", chunk_id=chunk_id):
-        found = Chunk.objects.only("document_id").filter(pk=chunk_id).first()
-        if found is None:
+        chunk = Chunk.objects.filter(pk=chunk_id).first()
+        if chunk is None:
             raise Http404("No such passage.")
-        document = document_get(principal, found.document_id)
-    chunk = Chunk.objects.get(pk=chunk_id)
+        document = document_get(principal, chunk.document_id)
     around = Chunk.objects.filter(
         version_id=chunk.version_id,
         index__gte=chunk.index - context,

@@ -44,7 +44,7 @@ def exchanges_shown(user: User, conversation: Conversation) -> list[Exchange]:
     of the question names."""
     readable = readable_collection_ids(Principal(user=user))
     exchanges = list(conversation.exchanges.select_related("feedback"))
-    used = _source_collections([e.query_id for e in exchanges])
+    used = _source_collections(user, conversation, [e.query_id for e in exchanges])
     for exchange in exchanges:
         cited = {c.get("collection_id") for c in exchange.citations}
         exchange.sources_gone = not (cited | used.get(exchange.query_id, set())) <= readable
@@ -54,11 +54,18 @@ def exchanges_shown(user: User, conversation: Conversation) -> list[Exchange]:
     return exchanges
 
 
-def _source_collections(query_ids: list[str]) -> dict[str, set[int]]:
-    """query id -> the collections of the passages its audit row names as sources."""
-    rows = AuditEvent.objects.filter(action="ask", detail__query_id__in=query_ids).values_list(
-        "detail", "chunk_ids"
-    )
+def _source_collections(
+    user: User, conversation: Conversation, query_ids: list[str]
+) -> dict[str, set[int]]:
+    """query id -> the collections of the passages its audit row names as sources. The
+    rows are found by the indexed columns (who, since when) before the JSON detail, so
+    the cost follows the user's questions, not the size of the trail."""
+    rows = AuditEvent.objects.filter(
+        action="ask",
+        actor_name=user.get_username(),
+        created_at__gte=conversation.created_at,
+        detail__query_id__in=query_ids,
+    ).values_list("detail", "chunk_ids")
     chunk_ids = {n for _, ids in rows for n in ids}
     collection_of = dict(Chunk.objects.filter(pk__in=chunk_ids).values_list("pk", "collection_id"))
     return {

@@ -131,9 +131,9 @@ def test_a_removed_member_no_longer_reads_past_answers_from_that_collection(worl
     Exchange.objects.create(
         conversation=conversation, query_id="q2", question="How much?", answer="41 million."
     )
-    audit_record(
+    audit_record(  # as the question's own row is written: by the asker
         action="ask",
-        actor=SYSTEM,
+        actor=principal(bob),
         chunk_ids=[c.pk for c in secret_chunks],
         detail={"query_id": "q2"},
     )
