@@ -50,7 +50,7 @@ class Command(KbCommand):
             self.stderr.write(f"refused {path.relative_to(root)}: a link to a file outside {root}")
         started = time.monotonic()
         version_ids: list[int] = []
-        skipped = refused = 0
+        skipped, refused = 0, len(outside)
         with background_work() as work:
             for n, path in enumerate(files, 1):
                 relative = path.relative_to(root).as_posix()
@@ -68,7 +68,6 @@ class Command(KbCommand):
                         version_ids.append(result.version.pk)
                 self._progress("queued ", n, len(files))
             self.stderr.write("")
-            refused += len(outside)
             self.stdout.write(
                 f"queued {len(version_ids) - skipped} files, {skipped} unchanged, "
                 f"{refused} refused ({work.describe()})"
