@@ -1,12 +1,15 @@
 """The audit trail: append-only rows, each hash-chained to the one before.
 
 `audit_record` is called by the service that does the action, inside its transaction,
-so an action whose row cannot be written does not happen. `audit_verify` walks the
-chain from the last prune checkpoint and names the first row that does not fit.
+so an action whose row cannot be written does not happen. Each row's hash is keyed, and
+the newest head is kept outside the database too (kb.audit_anchor). `audit_verify` walks
+the chain from the last prune checkpoint, names the first row that does not fit, and
+requires the chain to reach the head kept outside.
 """
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import threading
@@ -21,6 +24,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from kb import request_context
+from kb.audit_anchor import Head, audit_key, head_advance, head_path, head_read
 from kb.models import AuditChainHead, AuditCheckpoint, AuditEvent, Outcome
 from kb.principal import Principal
 
@@ -93,12 +97,24 @@ def _row_values(event: AuditEvent) -> dict[str, Any]:
     return values
 
 
-def row_hash(event: AuditEvent) -> str:
+def row_hash(event: AuditEvent, key: bytes | None) -> str:
+    """HMAC-SHA256 under the audit key; plain SHA-256 (`key` None) for the rows that a kb
+    before keyed hashes wrote."""
     values = _row_values(event)
     for name, default in LATER_FIELDS.items():
         if values[name] == default:
             del values[name]
-    return hashlib.sha256(_canonical(values)).hexdigest()
+    if key is None:
+        return hashlib.sha256(_canonical(values)).hexdigest()
+    return hmac.new(key, _canonical(values), hashlib.sha256).hexdigest()
+
+
+def _anchor(*, seq: int, hash: str, pruned: tuple[int, str] | None = None) -> None:
+    if pruned is None and head_read() is None:
+        # The first head kept outside takes over the last prune before it.
+        checkpoint = AuditCheckpoint.objects.order_by("-seq").first()
+        pruned = (checkpoint.seq, checkpoint.hash) if checkpoint else None
+    head_advance(seq=seq, hash=hash, pruned=pruned)
 
 
 # SQLite admits one writer at a time, and a thread that finds it busy sleeps in steps of
@@ -161,10 +177,12 @@ def audit_record(
             detail=detail or {},
             prev_hash=head.hash,
         )
-        event.hash = row_hash(event)
+        event.hash = row_hash(event, audit_key())
         event.save(force_insert=True)
         head.hash = event.hash
         head.save(update_fields=["hash"])
+        # After the commit: a row that is rolled back never reaches the head outside.
+        transaction.on_commit(lambda: _anchor(seq=event.seq, hash=event.hash))
     return event
 
 
@@ -176,11 +194,24 @@ class VerifyResult:
 
 
 def audit_verify() -> VerifyResult:
-    """Walk the chain from the newest checkpoint (or the start) to the head."""
+    """Walk the chain from the newest checkpoint (or the start) to the head, and check
+    it against what is kept outside the database: the key and the head."""
+    anchor = head_read()
     checkpoint = AuditCheckpoint.objects.order_by("-seq").first()
     expected_seq, expected_prev = (
         (checkpoint.seq + 1, checkpoint.hash) if checkpoint else (1, GENESIS)
     )
+    if anchor and (anchor.pruned_seq, anchor.pruned_hash) != (
+        (checkpoint.seq, checkpoint.hash) if checkpoint else (0, "")
+    ):
+        return VerifyResult(
+            False,
+            0,
+            f"the prune checkpoint in the database (seq {expected_seq - 1}) is not the one "
+            f"kept outside it (seq {anchor.pruned_seq}, {head_path()}): rows were deleted",
+        )
+    key = audit_key()
+    keyed_from = anchor.keyed_from if anchor else 1
     checked = 0
     for event in AuditEvent.objects.filter(seq__gte=expected_seq).order_by("seq").iterator():
         if event.seq != expected_seq:
@@ -197,23 +228,52 @@ def audit_verify() -> VerifyResult:
                 f"row seq {event.seq} (id {event.pk}) does not follow the row before it: "
                 "rows were deleted, inserted or re-ordered",
             )
-        if row_hash(event) != event.hash:
+        hashes = {row_hash(event, key)}
+        if event.seq < keyed_from:
+            hashes.add(row_hash(event, None))
+        if event.hash not in hashes:
             return VerifyResult(
                 False,
                 checked,
                 f"row seq {event.seq} (id {event.pk}) was edited after it was written",
             )
+        if anchor and event.seq == anchor.seq and event.hash != anchor.hash:
+            return VerifyResult(
+                False,
+                checked,
+                f"row seq {event.seq} (id {event.pk}) is not the row the head kept outside "
+                f"the database names ({head_path()}): the chain was rewritten",
+            )
         checked += 1
         expected_seq, expected_prev = event.seq + 1, event.hash
+    last = expected_seq - 1
     head = AuditChainHead.objects.get(pk=1)
-    if head.seq != expected_seq - 1 or head.hash != expected_prev:
+    if head.seq != last or head.hash != expected_prev:
         return VerifyResult(
             False,
             checked,
-            f"the chain ends at seq {expected_seq - 1} but {head.seq} rows were written: "
+            f"the chain ends at seq {last} but {head.seq} rows were written: "
             "the newest rows were deleted",
         )
+    if problem := _beyond_anchor(anchor, last):
+        return VerifyResult(False, checked, problem)
     return VerifyResult(True, checked, f"audit chain intact: {checked} rows verified")
+
+
+def _beyond_anchor(anchor: Head | None, last: int) -> str:
+    if anchor is None:
+        if last == 0:
+            return ""  # nothing written yet
+        return (
+            f"the chain's head kept outside the database ({head_path()}) is missing: the "
+            "newest rows cannot be confirmed"
+        )
+    if anchor.seq > last:
+        return (
+            f"the chain ends at seq {last} but the head kept outside the database is at seq "
+            f"{anchor.seq} ({head_path()}): the newest rows were deleted"
+        )
+    return ""
 
 
 def audit_filter(
@@ -289,9 +349,12 @@ def audit_prune(*, before: datetime, actor: Actor | Principal) -> int:
                 seq=last.seq, hash=last.hash, pruned_rows=removed, before=before
             )
             doomed.prune()
-        audit_record(
+        event = audit_record(
             action="audit.prune",
             actor=actor,
             detail={"before": before.isoformat(), "removed": removed},
         )
+        if last is not None:
+            cut = (last.seq, last.hash)
+            transaction.on_commit(lambda: _anchor(seq=event.seq, hash=event.hash, pruned=cut))
     return removed

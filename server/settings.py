@@ -121,6 +121,12 @@ KB_LOGIN_MAX_FAILURES = env_int("KB_LOGIN_MAX_FAILURES", 5, minimum=1)
 KB_LOGIN_MAX_FAILURES_PER_IP = env_int("KB_LOGIN_MAX_FAILURES_PER_IP", 30, minimum=1)
 KB_LOGIN_WINDOW_SECONDS = env_int("KB_LOGIN_WINDOW_SECONDS", 900, minimum=1)
 
+# The audit trail's row hashes are keyed, and its newest head is kept outside the
+# database (kb.audit_anchor). Keep both where a database writer cannot reach: by default
+# a key file and a head file in the data folder.
+KB_AUDIT_KEY = env_secret("KB_AUDIT_KEY") or ""
+KB_AUDIT_HEAD_FILE = env_str("KB_AUDIT_HEAD_FILE")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = False

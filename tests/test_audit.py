@@ -31,7 +31,8 @@ def raw(sql: str, *params: Any) -> None:
 
 
 @pytest.fixture
-def trail(db) -> list[AuditEvent]:
+def trail(audit_head) -> list[AuditEvent]:
+    # Transactional: the head outside the database is written as each row commits.
     return [audit_record(action=f"test.{n}", actor=SYSTEM, query=f"q{n}") for n in range(5)]
 
 
@@ -67,12 +68,97 @@ def test_verify_catches_reordered_rows(trail):
 
 def test_verify_catches_a_forged_row_with_a_recomputed_hash(trail):
     from kb.audit import row_hash
+    from kb.audit_anchor import audit_key
 
     forged = AuditEvent.objects.get(seq=3)
     forged.query = "forged"
-    raw("UPDATE kb_auditevent SET query = %s, hash = %s WHERE seq = 3", "forged", row_hash(forged))
+    forged_hash = row_hash(forged, audit_key())
+    raw("UPDATE kb_auditevent SET query = %s, hash = %s WHERE seq = 3", "forged", forged_hash)
     result = audit_verify()
     assert not result.ok and "seq 4" in result.message
+
+
+def rewrite_from(seq: int, key: bytes | None) -> None:
+    """What a database writer without the audit key can do: recompute every hash from
+    `seq` on (plain SHA-256, or HMAC under a key of their own) and move the head."""
+    from kb.audit import row_hash
+
+    prev = AuditEvent.objects.get(seq=seq).prev_hash
+    for event in AuditEvent.objects.filter(seq__gte=seq).order_by("seq"):
+        event.prev_hash = prev
+        prev = row_hash(event, key)
+        raw(
+            "UPDATE kb_auditevent SET prev_hash = %s, hash = %s WHERE seq = %s",
+            *(event.prev_hash, prev, event.seq),
+        )
+    raw("UPDATE kb_auditchainhead SET hash = %s", prev)
+
+
+@pytest.mark.parametrize("key", [None, b"a key of the attacker's own"])
+def test_verify_catches_an_edit_with_every_later_hash_recomputed(trail, key):
+    raw("UPDATE kb_auditevent SET query = %s WHERE seq = 2", "forged")
+    rewrite_from(2, key)
+    result = audit_verify()
+    assert not result.ok and "seq 2 " in result.message and "edited" in result.message
+
+
+def test_verify_catches_newest_rows_deleted_and_the_head_moved_back(trail):
+    raw("DELETE FROM kb_auditevent WHERE seq > 3")
+    raw("UPDATE kb_auditchainhead SET seq = 3, hash = %s", trail[2].hash)
+    result = audit_verify()
+    assert not result.ok
+    assert "the head kept outside the database is at seq 5" in result.message
+
+
+def test_verify_catches_every_row_deleted_and_the_head_reset(trail):
+    from kb.audit import GENESIS
+
+    raw("DELETE FROM kb_auditevent")
+    raw("UPDATE kb_auditchainhead SET seq = 0, hash = %s", GENESIS)
+    result = audit_verify()
+    assert not result.ok and "newest rows were deleted" in result.message
+
+
+def test_verify_catches_a_prune_checkpoint_forged_to_hide_deleted_rows(trail):
+    from kb.models import AuditCheckpoint
+
+    raw("DELETE FROM kb_auditevent WHERE seq <= 3")
+    AuditCheckpoint.objects.create(seq=3, hash=trail[2].hash, pruned_rows=3, before=timezone.now())
+    result = audit_verify()
+    assert not result.ok and "prune checkpoint" in result.message
+
+
+def test_rows_verify_only_under_the_key_they_were_written_with(trail, settings):
+    settings.KB_AUDIT_KEY = "another key"
+    result = audit_verify()
+    assert not result.ok and "seq 1 " in result.message
+
+
+def test_rows_from_before_keyed_hashes_still_verify_and_are_protected(audit_head, monkeypatch):
+    from kb import audit
+    from kb.audit_anchor import head_path
+
+    # A kb before this change: plain hashes, no head outside the database.
+    unkeyed = audit.row_hash
+    monkeypatch.setattr(audit, "row_hash", lambda event, key: unkeyed(event, None))
+    monkeypatch.setattr(audit, "_anchor", lambda **kwargs: None)
+    for _ in range(3):
+        audit_record(action="test.old", actor=SYSTEM)
+    monkeypatch.undo()
+    assert not audit_verify().ok  # rows, and no head kept outside to confirm them
+    audit_record(action="test.new", actor=SYSTEM)
+    assert head_path().exists()
+    result = audit_verify()
+    assert result.ok and result.checked == 4, result.message
+    raw("UPDATE kb_auditevent SET query = %s WHERE seq = 2", "forged")
+    rewrite_from(2, None)
+    assert not audit_verify().ok
+
+
+def test_each_head_is_logged_for_a_sink_outside_the_database(audit_head, caplog):
+    with caplog.at_level("INFO", logger="kb.audit.head"):
+        event = audit_record(action="test.logged", actor=SYSTEM)
+    assert f"audit head seq={event.seq} hash={event.hash}" in caplog.text
 
 
 def test_orm_and_admin_refuse_changes(trail):
@@ -169,7 +255,9 @@ def test_concurrent_writers_keep_one_chain(audit_head):
     assert result.checked == 40
 
 
-def test_a_column_added_later_leaves_old_rows_verifiable_and_protects_new_ones(db, monkeypatch):
+def test_a_column_added_later_leaves_old_rows_verifiable_and_protects_new_ones(
+    audit_head, monkeypatch
+):
     from kb import audit
 
     # Rows written by a kb that did not know the column yet (here `model` stands in).
