@@ -5,18 +5,26 @@ SentenceSplitter, measured in the embedding model's own word pieces so that noth
 cut off when embedded. Each passage carries its document title and section heading as
 context (embedded with it). A table stays one passage with its header row; a table too
 long for one is split by rows, each part repeating the header.
+
+The work is bounded for any input: an element is cut into windows of WINDOW_CHARS, a run
+of text ends at RUN_MAX_TOKENS, and passages are made lazily, so a caller that stops at a
+limit stops the work too. A 50 MB line or a 150 MB text costs what its first passages do.
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ingest import embedder
 from ingest.parsing import Element
+from ingest.windows import windows
 
 OVERLAP_TOKENS = 24
 MAX_CONTEXT_TOKENS = 48
 MIN_RUN_TOKENS = 100
+# Bounds on what one split sees. A window ends at a line or word break where it can.
+WINDOW_CHARS = 20_000
+RUN_MAX_TOKENS = 4_096
 # A "word" this long is a blob (base64, a minified line, a hostile file): it has no
 # meaning to search and would become one unknown word piece. It is dropped.
 _BLOB = re.compile(r"\S{100,}")
@@ -49,11 +57,16 @@ def _context(title: str, section: str) -> str:
     return context
 
 
-def _groups(elements: list[Element]) -> Iterator[tuple[str, int | None, str, list[str]]]:
+def _header_fits(table: str) -> bool:
+    return len(table) <= WINDOW_CHARS or table.find("\n", 0, WINDOW_CHARS) >= 0
+
+
+def _groups(elements: Iterable[Element]) -> Iterator[tuple[str, int | None, str, list[str]]]:
     """(section, page, type, texts): runs of body text, and each table alone.
 
-    A run ends at a page break, or at a new heading once it holds MIN_RUN_TOKENS: PDFs
-    mark many short lines as headings, and a passage per line would carry no meaning.
+    A run ends at a page break, at RUN_MAX_TOKENS, or at a new heading once it holds
+    MIN_RUN_TOKENS: PDFs mark many short lines as headings, and a passage per line would
+    carry no meaning. A table whose header row alone fills a window is read as text.
     """
     run: list[str] = []
     run_tokens = 0
@@ -61,20 +74,22 @@ def _groups(elements: list[Element]) -> Iterator[tuple[str, int | None, str, lis
     for element in elements:
         if element.type in SKIPPED_TYPES:
             continue
-        if element.type == "Table":
+        if element.type == "Table" and _header_fits(element.text):
             if run:
                 yield (*key, "Text", run)
                 run, run_tokens = [], 0
             yield (element.section, element.page, "Table", [element.text])
             continue
-        page_break = element.page != key[1]
-        if run and (page_break or (element.section != key[0] and run_tokens >= MIN_RUN_TOKENS)):
-            yield (*key, "Text", run)
-            run, run_tokens = [], 0
-        if not run:
-            key = (element.section, element.page)
-        run.append(element.text)
-        run_tokens += embedder.count_tokens(element.text)
+        for text in windows(element.text, WINDOW_CHARS):
+            page_break = element.page != key[1]
+            heading = element.section != key[0] and run_tokens >= MIN_RUN_TOKENS
+            if run and (page_break or heading or run_tokens >= RUN_MAX_TOKENS):
+                yield (*key, "Text", run)
+                run, run_tokens = [], 0
+            if not run:
+                key = (element.section, element.page)
+            run.append(text)
+            run_tokens += embedder.count_tokens(text)
     if run:
         yield (*key, "Text", run)
 
@@ -92,7 +107,8 @@ def _split_text(text: str, size: int) -> list[str]:
 
 def _split_table(text: str, size: int) -> list[str]:
     """Rows together while they fit, each part led by the header row."""
-    header, *rows = text.split("\n")
+    header, *lines = text.split("\n")
+    rows = [piece for line in lines for piece in windows(line, WINDOW_CHARS)]
     parts: list[str] = []
     current: list[str] = []
     for row in rows:
@@ -115,7 +131,7 @@ def _hard_split(text: str, size: int) -> list[str]:
     return pieces
 
 
-def passages(elements: list[Element], *, title: str) -> Iterator[Passage]:
+def passages(elements: Iterable[Element], *, title: str) -> Iterator[Passage]:
     budget = _budget()
     for section, page, kind, texts in _groups(elements):
         context = _context(title, section)

@@ -5,21 +5,33 @@ out as rows of cells (`a | b | c`), header row first, so the chunker can keep a 
 whole. PDFs are checked with pypdf first, so a corrupt or password-protected file gets
 a message a person can act on instead of an empty document; PDF pages without a text
 layer are read by Tesseract OCR when it is installed.
+
+A text or Markdown file past STREAM_BYTES is read one window at a time, each window
+parsed alone and its elements handed on as they come: memory follows the window, not
+the file, and a caller that stops at a limit stops the reading too.
 """
 
+import codecs
 import functools
 import importlib
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from ingest.filetypes import FORMATS
+from ingest.windows import file_windows
 
 logger = logging.getLogger(__name__)
+STREAM_BYTES = 2**20
+# Under spaCy's max_length, past which unstructured's heuristics see only a prefix.
+STREAM_WINDOW = 500_000
+STREAMED = ("text", "md")
+POS_TAG_CHARS = 10_000  # partitioners whose input can be cut at blank lines
 
 
 class ParseError(ValueError):
@@ -36,7 +48,7 @@ class Element:
 
 @dataclass(frozen=True)
 class Parsed:
-    elements: list[Element]
+    elements: Iterable[Element]  # an iterator for a streamed file: read once
     pages: int | None
 
 
@@ -97,21 +109,23 @@ def _offline() -> None:
 
     @functools.lru_cache(maxsize=tokenize.CACHE_MAX_SIZE)
     def pos_tag(text: str) -> list[tuple[str, str]]:
-        nlp = tagger()  # cut at spaCy's limit, as unstructured's own tagging does
-        return [(token.text, token.tag_) for token in nlp(str(text)[: nlp.max_length])]
+        # The tags decide whether a text has a verb, which its start tells: the tagger
+        # takes about 3 KB of memory per character, 1.5 GB for a 500,000-character line.
+        return [(token.text, token.tag_) for token in tagger()(str(text)[:POS_TAG_CHARS])]
 
     tokenize._get_nlp = sentences
     tokenize.pos_tag = pos_tag
     text_type.pos_tag = pos_tag  # type: ignore[attr-defined]  # imported there by name
 
 
-def _partition(path: Path, extension: str, **options: Any) -> list[Any]:
+def _partition(path: Path, extension: str, *, text: str = "", **options: Any) -> list[Any]:
     _offline()
     name = FORMATS[extension].partition
     partition = getattr(
         importlib.import_module(f"unstructured.partition.{name}"), f"partition_{name}"
     )
-    common: dict[str, Any] = {"filename": str(path), "languages": ["eng"]}
+    source = {"text": text} if text else {"filename": str(path)}
+    common: dict[str, Any] = {**source, "languages": ["eng"]}
     if name == "pdf":
         common["strategy"] = options.get("strategy", "fast")
     return list(partition(**common))
@@ -144,9 +158,9 @@ def ocr_available() -> bool:
     return shutil.which("tesseract") is not None
 
 
-def _elements(raw: list[Any]) -> list[Element]:
+def _elements(raw: list[Any], section: str = "") -> list[Element]:
+    """`section`: the heading in force where `raw` starts."""
     elements = []
-    section = ""
     for item in raw:
         category = getattr(item, "category", "") or type(item).__name__
         metadata = item.metadata
@@ -164,20 +178,24 @@ def _elements(raw: list[Any]) -> list[Element]:
     return elements
 
 
+def _unreadable(path: Path, extension: str, error: Exception) -> ParseError:
+    # unstructured raises many types for unreadable input, in its libraries' words
+    # (lxml, zip, XML limits): those go to the log, the person gets the file's problem.
+    logger.info("parse of %s failed: %s", path, error, exc_info=error)
+    label = extension.lstrip(".").upper()
+    return ParseError(f"the file could not be read: it is damaged, or it is not a {label} file")
+
+
 def parse(path: Path, extension: str) -> Parsed:
+    if FORMATS[extension].partition in STREAMED and path.stat().st_size > STREAM_BYTES:
+        return Parsed(elements=_streamed(path, extension), pages=None)
     pages = _pdf_pages(path) if extension == ".pdf" else None
     try:
         elements = _elements(_partition(path, extension))
     except ParseError:
         raise
     except Exception as error:
-        # unstructured raises many types for unreadable input, in its libraries' words
-        # (lxml, zip, XML limits): those go to the log, the person gets the file's problem.
-        logger.info("parse of %s failed: %s", path, error, exc_info=True)
-        label = extension.lstrip(".").upper()
-        raise ParseError(
-            f"the file could not be read: it is damaged, or it is not a {label} file"
-        ) from None
+        raise _unreadable(path, extension, error) from None
     if extension == ".pdf" and pages:
         elements = _with_ocr(path, elements, pages)
     if not elements:
@@ -187,6 +205,47 @@ def parse(path: Path, extension: str) -> Parsed:
             )
         raise ParseError("no text found in the file")
     return Parsed(elements=elements, pages=pages)
+
+
+def parse_text(text: str) -> list[Element]:
+    return _elements(_partition(Path(), ".txt", text=text))
+
+
+def _encoding(path: Path) -> str:
+    """UTF-8 when the whole file reads as UTF-8 (checked a window at a time), else what
+    unstructured detects in the first window that does not: a large file's first
+    window may well be plain ASCII."""
+    from unstructured.file_utils.encoding import detect_file_encoding
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as handle:
+        while block := handle.read(STREAM_WINDOW):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError:
+                return detect_file_encoding(file=block, final=False)[0]
+    return "utf-8"
+
+
+def _streamed(path: Path, extension: str) -> Iterator[Element]:
+    try:
+        encoding = _encoding(path)
+    except Exception as error:
+        raise _unreadable(path, extension, error) from None
+    section = ""
+    # A byte the detected encoding cannot read, deep in a large file, is replaced rather
+    # than losing the file.
+    with path.open(encoding=encoding, errors="replace") as handle:
+        for window in file_windows(handle, STREAM_WINDOW):
+            if not window.strip():
+                continue
+            try:
+                elements = _elements(_partition(path, extension, text=window), section)
+            except Exception as error:
+                raise _unreadable(path, extension, error) from None
+            if elements:
+                section = elements[-1].section
+            yield from elements
 
 
 def _with_ocr(path: Path, elements: list[Element], pages: int) -> list[Element]:

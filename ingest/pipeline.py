@@ -19,8 +19,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ingest import cpu, embedder, sparse, storage, term_stats
+from ingest.extract import Limits
 from ingest.filetypes import UnsupportedFile, detect
+from ingest.isolated import Stopped, extract_isolated
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Progress, Stage
+from ingest.parsing import ParseError
 from ingest.vectors import Point, point_payload, vector_store
 
 logger = logging.getLogger(__name__)
@@ -60,39 +63,33 @@ def version_fail(version_id: int, message: str) -> None:
 
 def version_parse(*, version_id: int) -> None:
     """queued -> parsing -> chunking -> embedding: passages into the database."""
-    from ingest.chunking import passages  # llama-index: heavy, and only here
-    from ingest.parsing import ParseError, parse  # unstructured: heavy, and only here
-
     if not _advance(version_id, Stage.QUEUED, Stage.PARSING, attempts=F("attempts") + 1):
         return
     version = DocumentVersion.objects.select_related("document").get(pk=version_id)
+    document = version.document
     path = storage.path_for(version.sha256)
+    limits = Limits(max_elements=settings.KB_MAX_ELEMENTS, max_passages=settings.KB_MAX_PASSAGES)
     try:
         kind = detect(path, version.filename)
         with cpu.parse_running():
-            parsed = parse(path, kind.extension)
+            extracted = extract_isolated(
+                path,
+                kind.extension,
+                title=document.title,
+                limits=limits,
+                parsed=lambda pages: _advance(
+                    version_id, Stage.PARSING, Stage.CHUNKING, pages=pages, progress=Progress.PARSED
+                ),
+            )
     except (UnsupportedFile, ParseError) as error:
         version_fail(version_id, str(error))
         return
     except FileNotFoundError:
         version_fail(version_id, "the stored file is missing; upload it again")
         return
-    if len(parsed.elements) > settings.KB_MAX_ELEMENTS:
-        # Checked before chunking, whose work grows with the elements.
-        version_fail(
-            version_id,
-            f"the document is too long: {len(parsed.elements)} parts (paragraphs, rows, "
-            f"items), over the limit of {settings.KB_MAX_ELEMENTS} (KB_MAX_ELEMENTS); split "
-            "it into smaller files",
-        )
+    except Stopped as error:
+        _parse_stopped(version_id, str(error))
         return
-    if not _advance(
-        version_id, Stage.PARSING, Stage.CHUNKING, pages=parsed.pages, progress=Progress.PARSED
-    ):
-        return
-    document = version.document
-    with cpu.parse_running():
-        found = list(passages(parsed.elements, title=document.title))
     rows = [
         Chunk(
             version_id=version_id,
@@ -107,18 +104,8 @@ def version_parse(*, version_id: int) -> None:
             token_count=passage.token_count,
             point_id=point_id(version_id, index),
         )
-        for index, passage in enumerate(found)
+        for index, passage in enumerate(extracted.passages)
     ]
-    if not rows:
-        version_fail(version_id, "no readable text found in the file")
-        return
-    if len(rows) > settings.KB_MAX_PASSAGES:
-        version_fail(
-            version_id,
-            f"the document is too long: {len(rows)} passages, over the limit of "
-            f"{settings.KB_MAX_PASSAGES} (KB_MAX_PASSAGES); split it into smaller files",
-        )
-        return
     with transaction.atomic():
         # A repeat after a crash replaces what the first attempt wrote.
         Chunk.objects.filter(version_id=version_id).delete()
@@ -133,6 +120,20 @@ def version_parse(*, version_id: int) -> None:
             transaction.set_rollback(True)
             return
         transaction.on_commit(lambda: enqueue_embed(version_id))
+
+
+def _parse_stopped(version_id: int, reason: str) -> None:
+    """Out of memory or time, or killed: tried again later, KB_PARSE_ATTEMPTS in all."""
+    attempts = DocumentVersion.objects.filter(pk=version_id).values_list("attempts", flat=True)
+    if (attempts.first() or 0) >= settings.KB_PARSE_ATTEMPTS:
+        version_fail(version_id, reason)
+        return
+    logger.warning("version %s: %s; it goes back to the queue", version_id, reason)
+    moved = DocumentVersion.objects.filter(
+        pk=version_id, stage__in=(Stage.PARSING, Stage.CHUNKING)
+    ).update(stage=Stage.QUEUED, updated_at=timezone.now())
+    if moved:
+        transaction.on_commit(lambda: enqueue_parse(version_id))
 
 
 # Passages per embedding call. The embedder sorts a call's passages by length, so long

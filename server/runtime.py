@@ -23,7 +23,7 @@ from django.conf import settings
 from ingest.pipeline import ingest_reconcile
 from ingest.vectors import StoreBusy, vector_store, vector_store_close
 from retrieval.local_llm import LocalLlm, PortTaken
-from server.worker import worker_start
+from server.worker import queues_purge, worker_start
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,10 @@ def _become_owner(runtime: Runtime, *, name: str) -> None:
     vector_store()
     runtime.parts.append(_VectorStoreCloser())
     # This process is the only worker, so all unfinished work is orphaned; re-queued
-    # before the worker starts, so that no claim of its own is voided.
+    # before the worker starts, so that no claim of its own is voided, once each: what
+    # the broker still holds is dropped first.
+    if dropped := queues_purge():
+        logger.info("dropped %d messages left by the previous owner", dropped)
     if requeued := ingest_reconcile():
         logger.info("re-queued %d unfinished documents", requeued)
     runtime.parts.append(worker_start(name=name))

@@ -205,6 +205,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A prefork process past this (after a task) is replaced; its parse child has its own cap.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("KB_WORKER_MAX_MEMORY_MB", 4096, minimum=256) * 1024
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("KB_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
@@ -220,6 +222,9 @@ CELERY_TIMEZONE = "UTC"
 KB_MAX_UPLOAD_MB = env_int("KB_MAX_UPLOAD_MB", 200, minimum=1)
 KB_MAX_PASSAGES = env_int("KB_MAX_PASSAGES", 50_000, minimum=1)
 KB_MAX_ELEMENTS = env_int("KB_MAX_ELEMENTS", 200_000, minimum=1)  # parsed parts, per document
+# Each file is parsed and chunked in a child process, stopped past these (ingest.isolated).
+KB_PARSE_MEMORY_MB = env_int("KB_PARSE_MEMORY_MB", 2048, minimum=64)
+KB_PARSE_SECONDS = env_int("KB_PARSE_SECONDS", 600, minimum=1)
 KB_EMBEDDING_MODEL_PATH = env_str("KB_EMBEDDING_MODEL_PATH")  # default: the bundled MiniLM
 KB_EMBEDDING_DEVICE = env_str("KB_EMBEDDING_DEVICE")  # default: cuda when present, else cpu
 # auto: ONNX Runtime on a CPU (same vectors, faster), sentence-transformers on a GPU.

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery.platforms import EX_OK
 from celery.worker import WorkController
@@ -93,6 +94,16 @@ def worker_start(*, name: str = "embedded") -> InProcessWorker:
     _started.append(worker)
     logger.info("background workers started in this process (queues %s)", ", ".join(QUEUES))
     return worker
+
+
+def queues_purge() -> int:
+    """Drops the messages waiting in this worker's queues, and says how many. Only for the
+    embedded default's one worker, before it starts: the database says what is unfinished
+    (ingest_reconcile queues it again), and each message a killed owner left would be
+    read, found done, and dropped, one by one, ahead of the new work."""
+    with app.connection_for_write() as connection:
+        channel: Any = connection.default_channel  # kombu's virtual channel, or Redis's
+        return sum(int(channel.queue_purge(queue) or 0) for queue in QUEUES)
 
 
 def inprocess_workers_alive() -> list[str]:

@@ -136,3 +136,34 @@ def test_the_folder_broker_never_hands_out_half_a_message(tmp_path, monkeypatch)
     consumer.join(60)
     assert errors == []
     assert sorted(received) == list(range(100))
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+def test_a_new_owner_skips_the_messages_a_killed_one_left(broker_url, hr, monkeypatch):
+    # A killed owner leaves a message for each document it had not reached; the database
+    # says most are done since (here: marked so). The next owner reads none of those:
+    # it queues each unfinished version once, from the database.
+    from ingest import pipeline
+    from server.runtime import background_work
+
+    def upload(name: str) -> int:
+        stream = io.BytesIO(f"A note called {name}.\n".encode())
+        (result,) = document_upload(collection=hr, actor=SYSTEM, path=name, stream=stream)
+        assert result.version is not None
+        return result.version.pk
+
+    done = [upload(f"done-{n}.txt") for n in range(20)]
+    pending = upload("pending.txt")
+    DocumentVersion.objects.filter(pk__in=done).update(stage=Stage.READY)
+    parsed: list[int] = []
+    real_parse = pipeline.version_parse
+
+    def parse(*, version_id: int) -> None:
+        parsed.append(version_id)
+        real_parse(version_id=version_id)
+
+    monkeypatch.setattr(pipeline, "version_parse", parse)
+    with background_work() as work:
+        assert work.owner
+        assert wait_for(pending).stage == Stage.READY
+    assert parsed == [pending]
