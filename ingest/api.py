@@ -1,19 +1,23 @@
-"""REST: /api/v1/collections/{slug}/documents and /api/v1/documents/{id}. Editors and owners."""
+"""REST: /api/v1/collections/{slug}/documents and /api/v1/documents/{id}.
+
+Readers list documents, read their metadata and download their originals, as the web
+pages show them; editors and owners upload, re-ingest and delete."""
 
 from datetime import datetime
 from typing import Annotated
 
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest
 from ninja import File, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.params.functions import Path as PathField
 from ninja.params.functions import Query as QueryField
 
-from ingest import selectors, services
+from ingest import selectors, services, storage
 from ingest.models import Document
 from kb.api_auth import principal_of
 from kb.ids import ID_MAX
 from kb.models import Role
+from kb.pagination import page
 
 router = Router(tags=["documents"])
 DocumentId = Annotated[int, PathField(ge=1, le=ID_MAX)]
@@ -93,32 +97,54 @@ def documents_upload(
 class DocumentPage(Schema):
     items: list[DocumentOut]
     count: int
+    next_cursor: str | None
 
 
 @router.get("/collections/{slug}/documents", response=DocumentPage)
 def documents_list(
     request: HttpRequest,
     slug: str,
-    limit: int = 50,
-    offset: Annotated[int, QueryField(0, le=ID_MAX)] = 0,
+    limit: Annotated[int, QueryField(50, ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, QueryField(None, max_length=1000)] = None,
 ) -> DocumentPage:
-    limit, offset = min(max(limit, 1), 500), max(offset, 0)
+    """The collection's documents by path, `limit` at a time after `cursor`."""
     principal = principal_of(request)
     collection, _ = selectors.collection_access(
-        principal, slug, role=Role.EDITOR, action="document.list"
+        principal, slug, role=Role.READER, action="document.list"
     )
     documents = selectors.documents_read(principal, collection)
+    items, next_cursor = page(documents, order=("path", "pk"), limit=limit, cursor=cursor)
     return DocumentPage(
-        items=[DocumentOut.of(d) for d in documents[offset : offset + limit]],
-        count=documents.count(),
+        items=[DocumentOut.of(d) for d in items], count=documents.count(), next_cursor=next_cursor
     )
 
 
 @router.get("/documents/{document_id}", response=DocumentOut)
 def document_detail(request: HttpRequest, document_id: DocumentId) -> DocumentOut:
+    return DocumentOut.of(selectors.document_read(principal_of(request), document_id))
+
+
+@router.get("/documents/{document_id}/content", response={200: bytes})
+def document_content(request: HttpRequest, document_id: DocumentId) -> FileResponse:
+    """The original file, as uploaded (the live version's, else the newest)."""
+    _, version = selectors.document_file(principal_of(request), document_id)
+    return FileResponse(
+        storage.path_for(version.sha256).open("rb"),
+        as_attachment=True,
+        filename=version.filename,
+        content_type=version.content_type,
+    )
+
+
+@router.post("/documents/{document_id}/reingest", response={202: DocumentOut})
+def document_reingest(request: HttpRequest, document_id: DocumentId) -> Status[DocumentOut]:
+    """Processes the current file again as a new version; the old one serves until then."""
     principal = principal_of(request)
-    document = selectors.document_read(principal, document_id, role=Role.EDITOR)
-    return DocumentOut.of(document)
+    document = selectors.document_access(
+        principal, document_id, role=Role.EDITOR, action="document.reingest"
+    )
+    services.document_reingest(document=document, actor=principal)
+    return Status(202, DocumentOut.of(document))
 
 
 @router.delete("/documents/{document_id}", response={204: None})

@@ -9,7 +9,7 @@ and the REST API record the same row for the same read. So does a refusal: these
 import contextlib
 from collections.abc import Iterator
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Stage
@@ -119,6 +119,25 @@ def document_file(principal: Principal, document_id: int) -> tuple[Document, Doc
 def version_current(document: Document) -> DocumentVersion | None:
     """The version a person sees: the live one, else the newest still on its way."""
     return document.live_version or latest_version(document)
+
+
+def collection_counts(collection_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Collection id -> (documents, searchable passages)."""
+    documents = dict(
+        Document.objects.filter(collection_id__in=collection_ids)
+        .values("collection_id")
+        .annotate(n=Count("pk"))
+        .values_list("collection_id", "n")
+    )
+    passages = dict(
+        Chunk.objects.filter(
+            collection_id__in=collection_ids, version_id=F("document__live_version_id")
+        )
+        .values("collection_id")
+        .annotate(n=Count("pk"))
+        .values_list("collection_id", "n")
+    )
+    return {pk: (documents.get(pk, 0), passages.get(pk, 0)) for pk in collection_ids}
 
 
 def documents_of(collection: Collection) -> QuerySet[Document]:

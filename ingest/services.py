@@ -16,6 +16,7 @@ from ingest.filetypes import TYPES
 from ingest.models import Document, DocumentVersion, Stage
 from ingest.selectors import version_current
 from ingest.vectors import vector_store
+from kb import services as kb_services
 from kb.audit import Actor, audit_record
 from kb.models import Collection, Outcome
 from kb.principal import Principal
@@ -202,3 +203,10 @@ def document_delete(*, document: Document, actor: Principal | Actor) -> None:
     vector_store().delete(document_id=document_id)
     for sha256 in hashes:
         storage.remove_unless_used(sha256)
+
+
+def collection_delete(*, collection: Collection, actor: Principal | Actor) -> None:
+    """Remove the collection with every document in it, as document_delete removes one."""
+    for document in Document.objects.filter(collection=collection):
+        document_delete(document=document, actor=actor)
+    kb_services.collection_delete(collection=collection, actor=actor)

@@ -12,6 +12,7 @@ from django.http.response import HttpResponseBase
 from ninja import Field, Router, Schema
 
 from kb.api_auth import principal_of
+from kb.api_errors import error_body, error_response
 from kb.ids import ID_MAX
 from retrieval import services
 from retrieval.citations import Citation
@@ -119,13 +120,11 @@ def _citation(citation: Citation, request: HttpRequest) -> dict[str, Any]:
 def _unavailable(answer: services.Answer, request: HttpRequest, error: str) -> HttpResponse:
     # The reason names internal endpoints: it goes to the log and the audit row only.
     logger.warning("question %s: %s", answer.query_id, error)
-    return _json(
-        {
-            "detail": "The answering model is unavailable. Here are the passages.",
-            "query_id": answer.query_id,
-            "passages": _passages(answer, request),
-        },
-        status=503,
+    return error_response(
+        503,
+        "The answering model is unavailable. Here are the passages.",
+        query_id=answer.query_id,
+        passages=_passages(answer, request),
     )
 
 
@@ -150,7 +149,7 @@ async def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
             history=[turn.dict() for turn in body.history],
         )
     except services.QuestionTooLong as error:
-        return _json({"detail": str(error)}, status=422)
+        return error_response(422, str(error), field="question")
     if answer.unavailable:
         return _unavailable(answer, request, answer.unavailable)
     if body.stream:
@@ -174,7 +173,7 @@ def _event_stream(events: Iterator[tuple[str, Any]], request: HttpRequest) -> St
                 yield sse(name, data)
         except LlmUnavailable as error:
             logger.warning("streamed answer failed: %s", error)
-            yield sse("error", {"detail": "The answering model stopped answering."})
+            yield sse("error", error_body(503, "The answering model stopped answering."))
         finally:
             close = getattr(events, "close", None)
             if close is not None:

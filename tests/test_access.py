@@ -1,13 +1,18 @@
 """alice owns hr, bob reads it, charlie is an outsider: every read path agrees."""
 
+import json
+
 import pytest
 from django.contrib.auth.models import Group, User
 
+from ingest.models import Chunk, Document
+from ingest.vectors import vector_store
 from kb.audit import SYSTEM
 from kb.models import Collection, Role
 from kb.selectors import ReadOnlyAccess, collection_get, readable_collection_ids
 from kb.services import collection_create, member_add, member_remove, user_create
 from tests.conftest import logged_in, principal
+from tests.test_ingest import upload
 
 
 def test_readable_collections_follow_membership(
@@ -59,7 +64,7 @@ def test_reader_cannot_act_as_editor(hr: Collection, bob: User):
 def test_collections_api_lists_only_readable(hr: Collection, persona: str, expected: list[str]):
     response = logged_in(User.objects.get(username=persona)).get("/api/v1/collections")
     assert response.status_code == 200
-    assert [f"{c['slug']}:{c['role']}" for c in response.json()] == expected
+    assert [f"{c['slug']}:{c['role']}" for c in response.json()["items"]] == expected
 
 
 def test_api_requires_authentication(hr: Collection, client):
@@ -78,3 +83,44 @@ def test_collection_slug_is_validated(db):
 
     with pytest.raises(ValidationError):
         collection_create(slug="Bad Slug!", name="x", actor=SYSTEM)
+
+
+def test_collections_api_create_change_share_and_delete(pipeline, hr, alice, bob, charlie):
+    admin = logged_in(User.objects.create_superuser("root", password="root-pass-123"))
+    owner, reader = logged_in(alice), logged_in(bob)
+    body = {"slug": "legal", "name": "Legal"}
+    assert json_post(owner, "/api/v1/collections", body).status_code == 403
+    created = json_post(admin, "/api/v1/collections", body)
+    assert created.status_code == 201 and created.json()["documents"] == 0
+    assert json_post(admin, "/api/v1/collections", body).json()["code"] == "conflict"
+
+    listed = {c["slug"]: c for c in owner.get("/api/v1/collections").json()["items"]}
+    assert list(listed) == ["hr"]
+    upload(hr, "cafe.txt", b"The canteen opens at eight.")
+    counts = owner.get("/api/v1/collections/hr").json()
+    assert (counts["documents"], counts["passages"], counts["role"]) == (1, 1, "owner")
+
+    member = "/api/v1/collections/hr/members/user/charlie"
+    assert reader.put(member, {"role": "reader"}, "application/json").status_code == 403
+    assert owner.put(member, {"role": "reader"}, "application/json").json()["role"] == "reader"
+    assert logged_in(charlie).get("/api/v1/collections/hr").status_code == 200
+    names = [m["name"] for m in owner.get("/api/v1/collections/hr/members").json()["items"]]
+    assert sorted(names) == ["alice", "bob", "charlie"]
+    assert owner.delete(member).status_code == 204
+    assert owner.delete(member).status_code == 404
+    assert logged_in(charlie).get("/api/v1/collections/hr").status_code == 404
+
+    change = owner.patch("/api/v1/collections/hr", {"name": "People"}, "application/json")
+    assert change.json()["name"] == "People"
+    assert (
+        reader.patch("/api/v1/collections/hr", {"name": "x"}, "application/json").status_code == 403
+    )
+    assert reader.delete("/api/v1/collections/hr").status_code == 403
+    assert owner.delete("/api/v1/collections/hr").status_code == 204
+    assert not Document.objects.exists() and not Chunk.objects.exists()
+    assert vector_store().count() == 0
+    assert owner.get("/api/v1/collections/hr").status_code == 404
+
+
+def json_post(client, path: str, body: dict[str, str]):
+    return client.post(path, json.dumps(body), content_type="application/json")

@@ -292,8 +292,10 @@ def test_refused_document_reads_and_writes_are_audited_as_denied(docs, bob, char
     attempts = [
         (outsider.get(f"/passages/{chunk.pk}"), "passage.read", "charlie"),
         (outsider.get(f"/documents/{document.pk}/download"), "document.download", "charlie"),
-        (reader.get("/api/v1/collections/hr/documents"), "document.list", "bob"),
-        (reader.get(f"/api/v1/documents/{document.pk}"), "document.read", "bob"),
+        (outsider.get("/api/v1/collections/hr/documents"), "document.list", "charlie"),
+        (outsider.get(f"/api/v1/documents/{document.pk}"), "document.read", "charlie"),
+        (outsider.get(f"/api/v1/documents/{document.pk}/content"), "document.download", "charlie"),
+        (reader.post(f"/api/v1/documents/{document.pk}/reingest"), "document.reingest", "bob"),
         (reader.delete(f"/api/v1/documents/{document.pk}"), "document.delete", "bob"),
         (
             reader.post(

@@ -23,7 +23,7 @@ def test_a_bad_bearer_token_gets_401_on_every_method_not_a_csrf_error(db, secret
         client.delete("/api/v1/documents/1"),
     ):
         assert response.status_code == 401
-        assert "expired, revoked or invalid" in response.json()["detail"]
+        assert "expired, revoked or invalid" in response.json()["message"]
 
 
 def test_a_body_over_the_limit_gets_a_json_413(bob):
@@ -31,7 +31,7 @@ def test_a_body_over_the_limit_gets_a_json_413(bob):
         "/api/v1/search", b'{"query": "' + b"x" * 50_000_000 + b'"}', "application/json"
     )
     assert response.status_code == 413
-    assert "too large" in response.json()["detail"]
+    assert "too large" in response.json()["message"]
 
 
 def test_out_of_range_numbers_are_refused_or_bounded_never_a_500(hr, bob):
@@ -67,3 +67,19 @@ def test_the_503_names_no_internal_address(docs, bob, llm_at):
     from kb.models import AuditEvent
 
     assert down in AuditEvent.objects.filter(action="ask").latest("seq").detail["error"]
+
+
+def test_every_error_has_a_stable_code_a_message_and_the_field_at_fault(hr, bob):
+    client = logged_in(bob)
+    response = post(client, "/api/v1/search", {"query": "holiday", "top_k": 0})
+    body = response.json()
+    assert response.status_code == 422
+    assert body["code"] == "invalid" and body["field"] == "top_k" and "top_k" in body["message"]
+    nested = post(client, "/api/v1/search", {"query": "x", "filters": {"document_ids": [0]}})
+    assert nested.json()["field"] == "filters.document_ids.0"
+    malformed = client.post("/api/v1/search", "{not json", content_type="application/json")
+    assert malformed.status_code == 400 and malformed.json()["code"] == "bad_request"
+    missing = client.get("/api/v1/documents/999999")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    anonymous = Client().get("/api/v1/collections")
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthenticated"

@@ -418,6 +418,45 @@ def test_api_upload_status_list_and_delete(pipeline, hr, alice, bob, charlie, tm
     assert owner.get(f"/api/v1/documents/{created['id']}").status_code == 404
 
 
+def test_api_readers_see_what_the_web_shows_them_and_editors_reingest(
+    pipeline, hr, alice, bob, charlie, tmp_path
+):
+    path = files.make("txt", tmp_path)
+    (result,) = upload_file(hr, path)
+    document_id = result.document.pk
+    reader, outsider, owner = logged_in(bob), logged_in(charlie), logged_in(alice)
+    listing = reader.get("/api/v1/collections/hr/documents").json()
+    assert [item["id"] for item in listing["items"]] == [document_id]
+    assert reader.get(f"/api/v1/documents/{document_id}").json()["status"] == "ready"
+    content = reader.get(f"/api/v1/documents/{document_id}/content")
+    assert content.status_code == 200 and content.getvalue() == path.read_bytes()
+    assert 'filename="sample.txt"' in content["Content-Disposition"]
+    assert AuditEvent.objects.filter(action="document.download", actor_name=bob.username).exists()
+    for denied in ("", "/content"):
+        assert outsider.get(f"/api/v1/documents/{document_id}{denied}").status_code == 404
+    assert outsider.get("/api/v1/collections/hr/documents").status_code == 404
+    assert reader.post(f"/api/v1/documents/{document_id}/reingest").status_code == 403
+    again = owner.post(f"/api/v1/documents/{document_id}/reingest")
+    assert again.status_code == 202
+    assert version_of_doc(document_id).number == 2
+    assert version_of_doc(document_id).stage == Stage.READY
+
+
+def test_api_lists_page_by_cursor(pipeline, hr, bob):
+    for name in ("c.txt", "a.txt", "b.txt"):
+        upload(hr, name, f"A note called {name}.".encode())
+    reader = logged_in(bob)
+    first = reader.get("/api/v1/collections/hr/documents?limit=2").json()
+    assert [d["filename"] for d in first["items"]] == ["a.txt", "b.txt"] and first["count"] == 3
+    upload(hr, "a2.txt", b"Added while paging, before the cursor.")
+    second = reader.get(f"/api/v1/collections/hr/documents?limit=2&cursor={first['next_cursor']}")
+    assert [d["filename"] for d in second.json()["items"]] == ["c.txt"]
+    assert second.json()["next_cursor"] is None
+    for cursor in ("nonsense", "WyJ4Il0", "WyJhIiwgImIiXQ"):  # not base64 JSON; [x]; [a, b]
+        bad = reader.get(f"/api/v1/collections/hr/documents?cursor={cursor}")
+        assert bad.status_code == 400 and bad.json()["code"] == "bad_request"
+
+
 def version_of_doc(document_id: int) -> DocumentVersion:
     return DocumentVersion.objects.filter(document_id=document_id).latest("number")
 

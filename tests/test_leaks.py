@@ -97,6 +97,11 @@ def test_token_limited_to_hr_cannot_reach_finance_even_for_its_owner(worlds, ali
         post(client, "/api/v1/search", {"query": "x", "collections": ["finance"]}).status_code
         == 404
     )
+    assert client.get("/api/v1/collections/finance/documents").status_code == 404
+    finance_document = Chunk.objects.filter(collection_id=worlds[0].pk).first()
+    assert finance_document is not None
+    document_id = finance_document.document_id
+    assert client.get(f"/api/v1/documents/{document_id}/content").status_code == 404
     # The owner herself, by session, does see it: the filter is the token's.
     assert (
         "Globex"
@@ -111,6 +116,9 @@ def test_passage_and_file_of_a_secret_are_404(worlds, bob, charlie):
         assert client.get(f"/passages/{secret[0].pk}").status_code == 404
         assert client.get(f"/documents/{secret[0].document_id}/download").status_code == 404
         assert client.get(f"/api/v1/documents/{secret[0].document_id}").status_code == 404
+        content = client.get(f"/api/v1/documents/{secret[0].document_id}/content")
+        assert content.status_code == 404 and b"Globex" not in content.content
+        assert client.get("/api/v1/collections/finance/documents").status_code == 404
 
 
 def test_a_removed_member_no_longer_reads_past_answers_from_that_collection(worlds, bob):

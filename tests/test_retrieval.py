@@ -174,7 +174,7 @@ def test_model_down_gives_503_while_search_still_works(docs, bob, llm_at):
     client = logged_in(bob)
     response = post(client, "/api/v1/ask", {"question": "How many days of paid holiday?"})
     assert response.status_code == 503
-    assert "unavailable" in response.json()["detail"]
+    assert "unavailable" in response.json()["message"]
     assert response.json()["passages"][0]["document_id"] == docs["holiday"].pk
     assert post(client, "/api/v1/search", {"query": "holiday"}).status_code == 200
     failed = AuditEvent.objects.filter(action="ask").last()
@@ -228,7 +228,7 @@ def test_collection_profile_answers_for_that_collection(docs, hr, bob, local_llm
 def test_too_long_question_is_refused_clearly(docs, bob, settings):
     settings.KB_MAX_QUESTION_CHARS = 50
     response = post(logged_in(bob), "/api/v1/ask", {"question": "why " * 30})
-    assert response.status_code == 422 and "longer than 50" in response.json()["detail"]
+    assert response.status_code == 422 and "longer than 50" in response.json()["message"]
 
 
 def test_passage_page_highlights_and_escapes(pipeline, hr, bob, charlie):

@@ -35,7 +35,7 @@ def test_cli_token_is_last_line_and_only_its_hash_is_kept(hr: Collection, alice:
 def test_token_is_limited_to_its_collections(hr: Collection, eng: Collection, alice: User):
     _, secret = token_create(user=alice, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)
     client = bearer(secret)
-    assert [c["slug"] for c in client.get("/api/v1/collections").json()] == ["hr"]
+    assert [c["slug"] for c in client.get("/api/v1/collections").json()["items"]] == ["hr"]
     assert client.get("/api/v1/collections/eng").status_code == 404
 
 
