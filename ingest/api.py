@@ -7,20 +7,21 @@ from datetime import datetime
 from typing import Annotated
 
 from django.http import FileResponse, HttpRequest
+from django.urls import reverse
 from ninja import File, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.params.functions import Path as PathField
-from ninja.params.functions import Query as QueryField
 
 from ingest import selectors, services, storage
-from ingest.models import Document
+from ingest.models import Chunk, Document
 from kb.api_auth import principal_of
 from kb.ids import ID_MAX
 from kb.models import Role
-from kb.pagination import page
+from kb.pagination import Cursor, Limit, page
 
 router = Router(tags=["documents"])
 DocumentId = Annotated[int, PathField(ge=1, le=ID_MAX)]
+ChunkId = DocumentId
 
 
 class UploadOut(Schema):
@@ -104,8 +105,8 @@ class DocumentPage(Schema):
 def documents_list(
     request: HttpRequest,
     slug: str,
-    limit: Annotated[int, QueryField(50, ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, QueryField(None, max_length=1000)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> DocumentPage:
     """The collection's documents by path, `limit` at a time after `cursor`."""
     principal = principal_of(request)
@@ -155,3 +156,40 @@ def document_remove(request: HttpRequest, document_id: DocumentId) -> Status[Non
     )
     services.document_delete(document=document, actor=principal)
     return Status(204, None)
+
+
+class PassageOut(Schema):
+    id: int
+    index: int
+    text: str
+    page: int | None
+    section: str
+    url: str
+
+
+class ChunkOut(Schema):
+    passage: PassageOut
+    neighbours: list[PassageOut]  # up to two either side, in order, the passage included
+    document: DocumentOut
+
+
+def _passage(chunk: Chunk, request: HttpRequest) -> PassageOut:
+    return PassageOut(
+        id=chunk.pk,
+        index=chunk.index,
+        text=chunk.text,
+        page=chunk.page,
+        section=chunk.section,
+        url=request.build_absolute_uri(reverse("passage", args=[chunk.pk])),
+    )
+
+
+@router.get("/chunks/{chunk_id}", response=ChunkOut, tags=["retrieval"])
+def chunk_detail(request: HttpRequest, chunk_id: ChunkId) -> ChunkOut:
+    """A passage, with its neighbours and its document (readers), recorded as read."""
+    document, chunk, around = selectors.passage_read(principal_of(request), chunk_id, context=2)
+    return ChunkOut(
+        passage=_passage(chunk, request),
+        neighbours=[_passage(c, request) for c in around],
+        document=DocumentOut.of(document),
+    )

@@ -4,25 +4,22 @@ Readers see the collections they may read, with their role and what each holds;
 administrators create collections; owners change, delete and share them. A collection
 is deleted with every document, passage and vector in it, as a document is."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from django.contrib.auth.models import Group, User
 from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
-from ninja.params.functions import Query as QueryField
 
 from ingest import selectors, services
 from kb import services as kb_services
 from kb.api_auth import principal_of
 from kb.models import Collection, Membership, Role, TokenScope
-from kb.pagination import page
+from kb.pagination import Cursor, Limit, page
 from kb.principal import Principal
 from kb.selectors import collection_roles
 
 router = Router(tags=["collections"])
-Limit = Annotated[int, QueryField(50, ge=1, le=500)]
-Cursor = Annotated[str | None, QueryField(None, max_length=1000)]
 ROLES = {role.label: role for role in Role}
 RoleName = Literal["reader", "editor", "owner"]
 

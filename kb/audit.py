@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -293,12 +294,21 @@ def audit_filter(
     if user:
         events = events.filter(actor_name=user)
     if collection:
-        events = events.filter(collections__regex=rf"(^| ){collection}( |$)")
+        events = events.filter(collections__regex=rf"(^| ){re.escape(collection)}( |$)")
     if action:
         events = events.filter(action=action)
     if outcome:
         events = events.filter(outcome=outcome)
     return events.order_by("seq")
+
+
+def in_batches(events: QuerySet[AuditEvent], size: int = 1000) -> Iterator[AuditEvent]:
+    """The rows of `events` (ordered by seq), read `size` at a time: a million rows never
+    sit in memory, and each read is its own query, from whichever thread streams them."""
+    last = 0
+    while rows := list(events.filter(seq__gt=last)[:size]):
+        yield from rows
+        last = rows[-1].seq
 
 
 def export_fields() -> tuple[str, ...]:

@@ -9,13 +9,17 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db.models import Model, Q, QuerySet
 from ninja.errors import HttpError
+from ninja.params.functions import Query
 
 M = TypeVar("M", bound=Model)
+# The two query parameters of every list.
+Limit = Annotated[int, Query(50, ge=1, le=500)]
+Cursor = Annotated[str | None, Query(None, max_length=1000)]
 
 
 def page(

@@ -16,8 +16,11 @@ from ingest.api import router as documents
 from ingest.collections_api import router as collections
 from kb.api_auth import BearerTokenAuth, SessionPrincipalAuth
 from kb.api_errors import error_response
+from kb.audit_api import router as audit
 from kb.selectors import ReadOnlyAccess
+from kb.tokens_api import router as tokens
 from retrieval.api import router as retrieval
+from retrieval.conversations_api import router as conversations
 
 logger = logging.getLogger(__name__)
 api = NinjaAPI(
@@ -29,6 +32,9 @@ api = NinjaAPI(
 api.add_router("/", collections)
 api.add_router("/", documents)
 api.add_router("/", retrieval)
+api.add_router("/", conversations)
+api.add_router("/", tokens)
+api.add_router("/", audit)
 
 
 @api.exception_handler(HttpError)

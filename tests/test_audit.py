@@ -310,3 +310,25 @@ def test_refused_document_reads_and_writes_are_audited_as_denied(docs, bob, char
     assert all(response.status_code in (403, 404) for response, _, _ in attempts)
     denied = list(AuditEvent.objects.filter(seq__gt=before, outcome="denied").order_by("seq"))
     assert [(e.action, e.actor_name) for e in denied] == [(a, who) for _, a, who in attempts]
+
+
+def test_audit_api_streams_filtered_rows_to_administrators_and_verifies(audit_head, hr, bob):
+    import csv
+    import io
+    import json
+
+    from django.contrib.auth.models import User
+
+    from tests.conftest import logged_in
+
+    admin = logged_in(User.objects.create_superuser("root", password="root-pass-123"))
+    logged_in(bob).get("/api/v1/collections/hr/documents")
+    response = admin.get("/api/v1/audit?action=document.list&user=bob")
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
+    rows = [json.loads(line) for line in response.getvalue().decode().splitlines()]
+    assert [(r["action"], r["actor_name"]) for r in rows] == [("document.list", "bob")]
+    table = admin.get("/api/v1/audit?format=csv&collection=hr").getvalue().decode()
+    assert {r["action"] for r in csv.DictReader(io.StringIO(table))} >= {"document.list"}
+    assert logged_in(bob).get("/api/v1/audit").status_code == 403
+    assert admin.get("/api/v1/audit/verify").json()["ok"] is True
+    assert AuditEvent.objects.filter(action="audit.export", actor_name="root").count() == 2

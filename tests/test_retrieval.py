@@ -355,3 +355,27 @@ def test_maintenance_keeps_every_answer_and_repairs_term_counts(pipeline, hr):
     assert f"optimized points={Chunk.objects.count()} " in out.getvalue()
     assert dict(TermCount.objects.values_list("term", "passages")) == counts
     assert found() == before
+
+
+def test_chunk_api_gives_the_passage_its_neighbours_and_document(docs, bob, charlie):
+    from ingest.models import Chunk
+
+    chunk = Chunk.objects.filter(document=docs["holiday"]).order_by("index").first()
+    assert chunk is not None
+    body = logged_in(bob).get(f"/api/v1/chunks/{chunk.pk}").json()
+    assert body["passage"]["text"] == chunk.text and body["document"]["id"] == chunk.document_id
+    assert chunk.pk in [n["id"] for n in body["neighbours"]]
+    assert logged_in(charlie).get(f"/api/v1/chunks/{chunk.pk}").status_code == 404
+
+
+def test_conversations_api_lists_and_shows_only_your_own(hr, bob, charlie):
+    from retrieval.models import Conversation, Exchange
+
+    mine = Conversation.objects.create(user=bob, title="Holidays")
+    Exchange.objects.create(conversation=mine, query_id="q1", question="Days off?", answer="25.")
+    listed = logged_in(bob).get("/api/v1/conversations").json()
+    assert [c["title"] for c in listed["items"]] == ["Holidays"]
+    shown = logged_in(bob).get(f"/api/v1/conversations/{mine.pk}").json()
+    assert [e["answer"] for e in shown["exchanges"]] == ["25."]
+    assert logged_in(charlie).get(f"/api/v1/conversations/{mine.pk}").status_code == 404
+    assert logged_in(charlie).get("/api/v1/conversations").json()["items"] == []

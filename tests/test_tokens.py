@@ -1,5 +1,8 @@
 import io
+import json
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -129,3 +132,31 @@ def test_token_list_and_revoke_commands(hr: Collection, alice: User):
     listing = io.StringIO()
     call_command("token_list", stdout=listing)
     assert "revoked" in listing.getvalue()
+
+
+def json_post(client: Client, path: str, body: Mapping[str, object]) -> Any:
+    return client.post(path, json.dumps(body), content_type="application/json")
+
+
+def test_tokens_api_makes_lists_and_revokes_own_tokens_within_rights(
+    hr: Collection, alice: User, bob: User
+):
+    from kb.services import collection_create
+    from tests.conftest import logged_in
+
+    collection_create(slug="finance", name="Finance", actor=SYSTEM)
+    session = logged_in(bob)
+    made = json_post(session, "/api/v1/tokens", {"collections": ["hr"], "name": "ci"})
+    assert made.status_code == 201
+    secret, token_id = made.json()["secret"], made.json()["id"]
+    assert bearer(secret).get("/api/v1/collections").json()["items"][0]["slug"] == "hr"
+    listed = session.get("/api/v1/tokens").json()["items"]
+    assert [t["id"] for t in listed] == [token_id] and "secret" not in listed[0]
+    for outside in (["finance"], ["nowhere"]):
+        assert json_post(session, "/api/v1/tokens", {"collections": outside}).status_code == 404
+    wider = {"collections": ["hr"], "scope": "read-write"}
+    assert json_post(bearer(secret), "/api/v1/tokens", wider).status_code == 403
+    assert logged_in(alice).delete(f"/api/v1/tokens/{token_id}").status_code == 404
+    assert session.delete(f"/api/v1/tokens/{token_id}").status_code == 204
+    assert bearer(secret).get("/api/v1/collections").status_code == 401
+    assert AuditEvent.objects.filter(action="token.revoke", actor_name="bob").exists()
