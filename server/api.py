@@ -2,6 +2,7 @@
 (kb.api_errors), and each app's routes."""
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,25 +10,67 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import HttpError
+from ninja.errors import HttpError, Throttled
 from ninja.errors import ValidationError as RequestInvalid
 
 from ingest.api import router as documents
 from ingest.collections_api import router as collections
 from kb.api_auth import BearerTokenAuth, SessionPrincipalAuth
-from kb.api_errors import error_response
+from kb.api_errors import CODES, error_response
 from kb.audit_api import router as audit
+from kb.rate_limits import TokenRate, UserRate
 from kb.selectors import ReadOnlyAccess
 from kb.tokens_api import router as tokens
 from retrieval.api import router as retrieval
 from retrieval.conversations_api import router as conversations
 
 logger = logging.getLogger(__name__)
-api = NinjaAPI(
+# What each status means in every operation's documented answers (kb.api_errors).
+DOCUMENTED_ERRORS = {
+    "400": "The request is malformed (its JSON, or a cursor)",
+    "401": "No valid token or session",
+    "403": "The role or the token allows reading only, or not this",
+    "404": "Missing, or not readable by the caller: the two are not told apart",
+    "409": "It exists already",
+    "413": "The body is too large",
+    "422": "A field is not valid: `field` names it",
+    "429": "Over a rate limit: `Retry-After` says when to try again",
+    "503": "The answering model is unreachable",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string", "enum": sorted(set(CODES.values()))},
+        "message": {"type": "string"},
+        "field": {"type": "string"},
+    },
+}
+
+
+class Api(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """ninja's schema, with the one error shape on every operation."""
+        schema = super().get_openapi_schema(**kwargs)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path in schema["paths"].values():
+            for operation in path.values():
+                for status, description in DOCUMENTED_ERRORS.items():
+                    operation["responses"].setdefault(
+                        status, {"description": description, "content": error}
+                    )
+        return schema
+
+
+api = Api(
     title="kb",
     version="1",
+    description="kb's REST API: collections, documents, search and cited answers, "
+    "tokens and the audit trail. Authenticate with `Authorization: Bearer <token>`.",
     urls_namespace="api",
     auth=[BearerTokenAuth(), SessionPrincipalAuth()],
+    throttle=[TokenRate(), UserRate()],
 )
 api.add_router("/", collections)
 api.add_router("/", documents)
@@ -39,6 +82,9 @@ api.add_router("/", audit)
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
+    if isinstance(error, Throttled):
+        wait = f" Try again in {math.ceil(error.wait)} s." if error.wait else ""
+        return error_response(429, f"Too many requests: over this token's or user's rate.{wait}")
     return error_response(error.status_code, str(error))
 
 

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # its API docs page from its own static files, not from a CDN
     "kb",
     "ingest",
     "retrieval",
@@ -213,6 +214,9 @@ CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_ROUTES = {"ingest.tasks.version_embed_task": {"queue": "embed"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The embedded default runs the worker inside the serving process (server/runtime.py).
+# REST calls per token and per user ("600/min"; empty: none), kept in CACHES (kb.rate_limits).
+KB_RATE_LIMIT_TOKEN = env_str("KB_RATE_LIMIT_TOKEN", "1200/min")
+KB_RATE_LIMIT_USER = env_str("KB_RATE_LIMIT_USER", "2400/min")
 KB_INPROCESS_WORKER = env_bool("KB_INPROCESS_WORKER", not QDRANT_URL)
 # Threads per queue (ingest, embed) of the in-process worker.
 KB_WORKER_CONCURRENCY = env_int("KB_WORKER_CONCURRENCY", 1, minimum=1)

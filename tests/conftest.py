@@ -42,6 +42,14 @@ def _fast_password_hashing(settings) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    # Rate limits and login throttles count in the cache: each test starts at zero.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def data_dir(settings, tmp_path):
     """Each test gets its own files and vector store."""
     from ingest.vectors import vector_store_close

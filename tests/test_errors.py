@@ -83,3 +83,33 @@ def test_every_error_has_a_stable_code_a_message_and_the_field_at_fault(hr, bob)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     anonymous = Client().get("/api/v1/collections")
     assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_over_a_rate_limit_is_429_with_retry_after_per_token_and_per_user(
+    hr, alice, bob, settings, store
+):
+    from django.core.cache import cache
+
+    from kb.audit import SYSTEM
+    from kb.models import TokenScope
+    from kb.services import token_create
+    from tests.conftest import REDIS_URL
+
+    if store == "redis":  # as in production: every web process counts in the same place
+        redis = "django.core.cache.backends.redis.RedisCache"
+        settings.CACHES = {"default": {"BACKEND": redis, "LOCATION": REDIS_URL}}
+        cache.clear()
+    settings.KB_RATE_LIMIT_TOKEN, settings.KB_RATE_LIMIT_USER = "3/min", "8/min"
+    secrets = [
+        token_create(user=bob, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)[1]
+        for _ in range(2)
+    ]
+    one, two = (Client(HTTP_AUTHORIZATION=f"Bearer {secret}") for secret in secrets)
+    assert [one.get("/api/v1/collections").status_code for _ in range(4)] == [200, 200, 200, 429]
+    refused = one.get("/api/v1/collections")
+    assert refused.json()["code"] == "rate_limited" and int(refused["Retry-After"]) > 0
+    assert [two.get("/api/v1/collections").status_code for _ in range(2)] == [200, 200]
+    session = logged_in(bob)  # bob's ninth call in all: over the user's rate
+    assert [session.get("/api/v1/collections").status_code for _ in range(2)] == [200, 429]
+    assert logged_in(alice).get("/api/v1/collections").status_code == 200
