@@ -5,6 +5,7 @@ when one is down. This module is the only one that speaks the `openai` client's 
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import openai
@@ -19,11 +20,27 @@ class AnswerCut(RuntimeError):
     """The endpoint stopped in the middle of an answer."""
 
 
+@dataclass
+class Usage:
+    """Tokens of one answer, as the model server counted them (filled as it streams).
+    A server that does not report them in a stream (llama-cpp-python's) leaves the
+    prompt's at 0; the answer's are then its streamed pieces, one token each."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reported: bool = False
+
+
 class ChatClient(Protocol):
     url: str
 
     def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int, stop: list[str] | None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        stop: list[str] | None,
+        usage: Usage | None = None,
     ) -> Iterator[str]:
         """The answer's tokens. Raises EndpointDown before the first one, AnswerCut after."""
 
@@ -45,38 +62,51 @@ class OpenAIChat:
         )
 
     def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int, stop: list[str] | None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        stop: list[str] | None,
+        usage: Usage | None = None,
     ) -> Iterator[str]:
+        counted = usage if usage is not None else Usage()
         try:
-            response = self._client().chat.completions.create(
+            response = self._client().chat.completions.create(  # type: ignore[call-overload]
                 model=self.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 max_tokens=max_tokens,
                 stop=stop,
                 temperature=0,  # the same question gets the same answer
                 stream=True,
+                stream_options={"include_usage": True},
             )
             chunks = iter(response)
-            first = _next_text(chunks)
+            first = _next_text(chunks, counted)
         except (openai.APIConnectionError, openai.InternalServerError) as error:
             raise EndpointDown(str(error)) from error
-        return _tokens(first, chunks)
+        return _tokens(first, chunks, counted)
 
 
-def _next_text(chunks: Iterator[object]) -> str | None:
+def _next_text(chunks: Iterator[object], usage: Usage) -> str | None:
     for chunk in chunks:
+        if (counted := getattr(chunk, "usage", None)) is not None:
+            usage.prompt_tokens = counted.prompt_tokens
+            usage.completion_tokens = counted.completion_tokens
+            usage.reported = True
         choices = getattr(chunk, "choices", None)
         if choices and choices[0].delta and choices[0].delta.content:
+            if not usage.reported:
+                usage.completion_tokens += 1
             return str(choices[0].delta.content)
     return None
 
 
-def _tokens(first: str | None, chunks: Iterator[object]) -> Iterator[str]:
+def _tokens(first: str | None, chunks: Iterator[object], usage: Usage) -> Iterator[str]:
     if first is None:
         return
     yield first
     try:
-        while (text := _next_text(chunks)) is not None:
+        while (text := _next_text(chunks, usage)) is not None:
             yield text
     except openai.APIError as error:
         raise AnswerCut(str(error)) from error

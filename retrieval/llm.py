@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from kb.models import ModelProfile
-from retrieval.chat_client import AnswerCut, ChatClient, EndpointDown, OpenAIChat
+from retrieval.chat_client import AnswerCut, ChatClient, EndpointDown, OpenAIChat, Usage
 
 
 class LlmUnavailable(RuntimeError):
@@ -51,13 +51,21 @@ class LlmPool:
         ]
 
     def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int, stop: list[str] | None = None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        stop: list[str] | None = None,
+        usage: Usage | None = None,
     ) -> Iterator[str]:
-        """Tokens of the answer. Raises LlmUnavailable if no endpoint answers."""
+        """Tokens of the answer; `usage` is filled as they come. Raises LlmUnavailable if
+        no endpoint answers."""
         errors = []
         for endpoint in self._order():
             try:
-                tokens = endpoint.client.stream(messages, max_tokens=max_tokens, stop=stop)
+                tokens = endpoint.client.stream(
+                    messages, max_tokens=max_tokens, stop=stop, usage=usage
+                )
             except EndpointDown as error:
                 endpoint.down_until = time.monotonic() + settings.KB_LLM_RETRY_DOWN_SECONDS
                 errors.append(f"{endpoint.url}: {error}")

@@ -15,6 +15,7 @@ from kb.audit import audit_record
 from kb.models import Collection, Outcome
 from kb.principal import Principal
 from retrieval import llm, prompting
+from retrieval.chat_client import Usage
 from retrieval.citations import Checked, citations_check
 from retrieval.prompting import messages_for, sources_fitting
 from retrieval.search import Passage, SearchMode, SearchResult, passages_search, scope_collections
@@ -104,6 +105,7 @@ class Answer:
     info: request_context.RequestInfo
     tokens: Iterator[str] = field(default_factory=lambda: iter(()))
     unavailable: str = ""  # why no model could answer; the passages still stand
+    usage: Usage = field(default_factory=Usage)  # the model server's count
     text: str = ""
     checked: Checked | None = None
 
@@ -244,7 +246,7 @@ def question_answer(
     )
     try:
         answer.tokens = pool.stream(
-            messages, max_tokens=settings.KB_LLM_MAX_TOKENS, stop=prompting.STOP
+            messages, max_tokens=settings.KB_LLM_MAX_TOKENS, stop=prompting.STOP, usage=answer.usage
         )
     except llm.LlmUnavailable as failure:
         return _unavailable(answer, failure)

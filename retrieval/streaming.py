@@ -13,13 +13,13 @@ def sse(event: str, data: Any) -> bytes:
 
 
 def event_stream(events: Iterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_async(events), content_type="text/event-stream")
+    response = StreamingHttpResponse(async_stream(events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def _async(events: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def async_stream(events: Iterator[bytes]) -> AsyncIterator[bytes]:
     """Each event as soon as it exists. (Django buffers a synchronous iterator whole under
     ASGI, which would turn a streamed answer into one late block.) A client that leaves
     closes the generator, which writes the cut-off answer's audit row."""

@@ -23,6 +23,8 @@ from kb.selectors import ReadOnlyAccess
 from kb.tokens_api import router as tokens
 from retrieval.api import router as retrieval
 from retrieval.conversations_api import router as conversations
+from retrieval.openai_api import OpenAIError
+from retrieval.openai_api import router as openai_compatible
 
 logger = logging.getLogger(__name__)
 # What each status means in every operation's documented answers (kb.api_errors).
@@ -139,3 +141,62 @@ def _internal(request: HttpRequest, error: Exception) -> HttpResponse:
     # A bug: the log has it; the caller gets the shape, not the internals.
     logger.exception("%s %s failed", request.method, request.path)
     return error_response(500, "Something went wrong on the server; it has been logged.")
+
+
+# The OpenAI-compatible endpoints (/v1): the same authentication and limits, and errors
+# in OpenAI's shape, which its clients read.
+OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+openai_api = NinjaAPI(
+    title="kb, OpenAI-compatible",
+    version="1",
+    urls_namespace="openai",
+    auth=[BearerTokenAuth(), SessionPrincipalAuth()],
+    throttle=[TokenRate(), UserRate()],
+    docs_url=None,
+)
+openai_api.add_router("/", openai_compatible)
+
+
+def _openai(status: int, message: str, *, param: str = "") -> HttpResponse:
+    return OpenAIError(
+        status, message, kind=OPENAI_TYPES.get(status, "invalid_request_error"), param=param
+    ).response()
+
+
+@openai_api.exception_handler(OpenAIError)
+def _openai_error(request: HttpRequest, error: OpenAIError) -> HttpResponse:
+    return error.response()
+
+
+@openai_api.exception_handler(HttpError)
+def _openai_http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
+    return _openai(error.status_code, str(error))
+
+
+@openai_api.exception_handler(RequestInvalid)
+def _openai_invalid(request: HttpRequest, error: RequestInvalid) -> HttpResponse:
+    first = error.errors[0] if error.errors else {}
+    field = _field(first.get("loc", ()))
+    return _openai(400, f"{field}: {first.get('msg', 'invalid')}", param=field)
+
+
+@openai_api.exception_handler(Http404)
+def _openai_not_found(request: HttpRequest, error: Http404) -> HttpResponse:
+    return _openai(404, str(error) or "Not found.")
+
+
+@openai_api.exception_handler(RequestDataTooBig)
+def _openai_too_large(request: HttpRequest, error: RequestDataTooBig) -> HttpResponse:
+    return _openai(413, "The request body is too large.")
+
+
+@openai_api.exception_handler(Exception)
+def _openai_internal(request: HttpRequest, error: Exception) -> HttpResponse:
+    logger.exception("%s %s failed", request.method, request.path)
+    return _openai(500, "Something went wrong on the server; it has been logged.")

@@ -5,7 +5,7 @@ from django.urls import include, path
 
 from kb import views
 from server import console
-from server.api import api
+from server.api import api, openai_api
 
 
 def health(request: HttpRequest) -> HttpResponse:
@@ -20,6 +20,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("v1/", openai_api.urls),
     path("audit/", console.audit, name="audit"),
     path("audit/export", console.audit_download, name="audit-export"),
     path("audit/<id:seq>", console.audit_event, name="audit-event"),

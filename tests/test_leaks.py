@@ -155,3 +155,22 @@ def test_a_removed_member_no_longer_reads_past_answers_from_that_collection(worl
     from retrieval.conversations import _history
 
     assert [t["role"] for t in _history(conversation)] == ["user", "user"]
+
+
+def test_the_openai_paths_never_show_secret_passages(worlds, bob, charlie, llm_at):
+    llm_at(dead_url())
+    for client in (logged_in(bob), logged_in(charlie)):
+        models = client.get("/v1/models").content.decode()
+        assert "finance" not in models
+        stores = client.get("/v1/vector_stores").content.decode()
+        assert "finance" not in stores
+        search = post(client, "/v1/vector_stores/finance/search", {"query": "Globex"})
+        assert search.status_code == 404 and "Globex" not in search.content.decode()
+        readable = post(client, "/v1/vector_stores/hr/search", {"query": "Globex merger"})
+        assert "41 million" not in readable.content.decode()
+        chat = post(
+            client,
+            "/v1/chat/completions",
+            {"model": "kb:finance", "messages": [{"role": "user", "content": "Globex?"}]},
+        )
+        assert chat.status_code == 404 and "Globex" not in chat.content.decode()
