@@ -1,5 +1,10 @@
 import io
 import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -126,6 +131,30 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def kb_serve(env: dict[str, str], data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`manage.py serve` on its own port, once /healthz answers: (process, url)."""
+
+    port = free_port()
+    log = (data / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=2)  # noqa: S310 (our own server)
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((data / "server.log").read_text()[-3000:]) from None
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,12 @@ the chosen ones)."""
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PARKING, REQUIRE_SERVICES, free_port
+from tests.conftest import PARKING, REQUIRE_SERVICES, free_port, kb_serve
 from tests.files import make
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,25 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _manage(env, "migrate", "--verbosity", "0")
     _manage(env, "user_create", "root", "--superuser", "--password-stdin", stdin=PASSWORDS["root"])
     _manage(env, "user_create", "charlie", "--password-stdin", stdin=PASSWORDS["charlie"])
-    port = free_port()
-    log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=2)  # noqa: S310 (our own server)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data / "server.log").read_text()[-3000:]) from None
-            time.sleep(0.5)
+    process, url = kb_serve(env, data)
     yield url
     process.terminate()
     process.wait(30)

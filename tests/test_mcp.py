@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import HOLIDAY, free_port
+from tests.conftest import HOLIDAY, kb_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "Confidential: the merger with Globex closes on the ninth of June for 41 million."
@@ -66,26 +65,8 @@ def kb(tmp_path_factory: pytest.TempPathFactory, local_llm: str) -> dict[str, An
 
 @pytest.fixture(scope="module")
 def server(kb: dict[str, Any]) -> Iterator[subprocess.Popen[bytes]]:
-    port = free_port()
-    log = (kb["data"] / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=kb["env"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    process.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    url = process.url  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=2)  # noqa: S310 (our own server)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((kb["data"] / "server.log").read_text()[-3000:]) from None
-            time.sleep(0.5)
+    process, url = kb_serve(kb["env"], kb["data"])
+    process.url = url  # type: ignore[attr-defined]
     yield process
     process.terminate()
     process.wait(30)
