@@ -4,6 +4,7 @@ fetch, ask and list_collections answer in the token's scope, and each call is au
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -143,6 +144,35 @@ def test_over_http_a_bad_token_is_refused_before_any_mcp_message(kb, served):
     assert refused.value.code == 401
     assert json.loads(refused.value.read())["code"] == "unauthenticated"
     assert ("auth.token_failed", "anonymous", "denied") in audited(kb)
+
+
+def readme_examples() -> list[tuple[str, str]]:
+    """(language, code) of each example under the README's "Use from another service"."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use from another service", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(sh|python)\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_readmes_examples_for_other_services_run(kb, served):
+    examples = readme_examples()
+    assert [language for language, _ in examples] == ["sh", "python", "python"]
+    env = {**os.environ, "KB_URL": served, "KB_TOKEN": kb["tokens"]["bob"]}
+    outputs = []
+    for language, code in examples:
+        if language == "sh":  # its own placeholders give way to the test's server and token
+            code = "\n".join(line for line in code.splitlines() if not line.startswith("export"))
+        command = (
+            ["bash", "-euo", "pipefail", "-c", code]
+            if language == "sh"
+            else [sys.executable, "-c", code]
+        )
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    curl, openai_client, mcp_client = outputs
+    assert '"slug": "hr"' in curl and "twenty-eight" in curl
+    assert "/passages/" in openai_client and "holiday" in openai_client
+    assert "/passages/" in mcp_client
 
 
 def test_over_stdio_the_same_tools_answer_as_the_files_token(kb, server, tmp_path):
