@@ -125,7 +125,17 @@ def document_detail(request: HttpRequest, document_id: DocumentId) -> DocumentOu
     return DocumentOut.of(selectors.document_read(principal_of(request), document_id))
 
 
-@router.get("/documents/{document_id}/content", response={200: bytes})
+ANY_FILE = {
+    "responses": {
+        "200": {
+            "description": "The file, in its own content type",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+}
+
+
+@router.get("/documents/{document_id}/content", openapi_extra=ANY_FILE)
 def document_content(request: HttpRequest, document_id: DocumentId) -> FileResponse:
     """The original file, as uploaded (the live version's, else the newest)."""
     _, version = selectors.document_file(principal_of(request), document_id)
@@ -158,7 +168,7 @@ def document_remove(request: HttpRequest, document_id: DocumentId) -> Status[Non
     return Status(204, None)
 
 
-class PassageOut(Schema):
+class ChunkTextOut(Schema):
     id: int
     index: int
     text: str
@@ -168,13 +178,13 @@ class PassageOut(Schema):
 
 
 class ChunkOut(Schema):
-    passage: PassageOut
-    neighbours: list[PassageOut]  # up to two either side, in order, the passage included
+    passage: ChunkTextOut
+    neighbours: list[ChunkTextOut]  # up to two either side, in order, the passage included
     document: DocumentOut
 
 
-def _passage(chunk: Chunk, request: HttpRequest) -> PassageOut:
-    return PassageOut(
+def _passage(chunk: Chunk, request: HttpRequest) -> ChunkTextOut:
+    return ChunkTextOut(
         id=chunk.pk,
         index=chunk.index,
         text=chunk.text,
