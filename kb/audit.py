@@ -133,6 +133,18 @@ def _one_writer() -> Iterator[None]:
         yield
 
 
+def _storable(value: Any) -> Any:
+    """`value` with each NUL character replaced: PostgreSQL's text and JSON refuse NUL,
+    and a hostile query must still get its row (and its hash covers what is stored)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
 def audit_record(
     *,
     action: str,
@@ -163,19 +175,19 @@ def audit_record(
             outcome=str(outcome),
             actor_type=actor.type,
             actor_id=actor.id,
-            actor_name=actor.name,
+            actor_name=_storable(actor.name),
             token_prefix=actor.token_prefix,
             collections=" ".join(sorted(set(collections))),
             client_ip=info.client_ip,
-            user_agent=info.user_agent,
+            user_agent=_storable(info.user_agent),
             request_id=info.request_id,
             latency_ms=latency_ms,
-            query=query,
+            query=_storable(query),
             chunk_ids=list(chunk_ids),
             cited_chunk_ids=list(cited_chunk_ids),
             model=model,
-            answer=answer,
-            detail=detail or {},
+            answer=_storable(answer),
+            detail=_storable(detail or {}),
             prev_hash=head.hash,
         )
         event.hash = row_hash(event, audit_key())

@@ -113,3 +113,11 @@ def test_over_a_rate_limit_is_429_with_retry_after_per_token_and_per_user(
     session = logged_in(bob)  # bob's ninth call in all: over the user's rate
     assert [session.get("/api/v1/collections").status_code for _ in range(2)] == [200, 429]
     assert logged_in(alice).get("/api/v1/collections").status_code == 200
+
+
+def test_a_nul_character_in_a_query_is_searched_and_audited_not_a_500(hr, bob):
+    from kb.models import AuditEvent
+
+    response = post(logged_in(bob), "/api/v1/search", {"query": "holiday\u0000days"})
+    assert response.status_code == 200
+    assert AuditEvent.objects.filter(action="search").latest("seq").query == "holiday\ufffddays"

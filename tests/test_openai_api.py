@@ -15,7 +15,7 @@ QUESTION = "When does the staff car park open?"
 
 
 @pytest.fixture
-def ai(live_server, hr, bob):
+def ai(live_server, audit_head, hr, bob):
     collection_create(slug="finance", name="Finance", actor=SYSTEM)  # bob may not read it
     _, secret = token_create(user=bob, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)
     return openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=secret, max_retries=0)
