@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "kb.middleware.ReadOnlyAccessMiddleware",
+    "kb.middleware.ApiMediaTypeMiddleware",
 ]
 
 ROOT_URLCONF = "server.urls"

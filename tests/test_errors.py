@@ -77,6 +77,8 @@ def test_every_error_has_a_stable_code_a_message_and_the_field_at_fault(hr, bob)
     assert body["code"] == "invalid" and body["field"] == "top_k" and "top_k" in body["message"]
     nested = post(client, "/api/v1/search", {"query": "x", "filters": {"document_ids": [0]}})
     assert nested.json()["field"] == "filters.document_ids.0"
+    wrong_type = client.post("/api/v1/search", "query=holiday", content_type="text/plain")
+    assert wrong_type.status_code == 415 and wrong_type.json()["code"] == "unsupported_media_type"
     malformed = client.post("/api/v1/search", "{not json", content_type="application/json")
     assert malformed.status_code == 400 and malformed.json()["code"] == "bad_request"
     missing = client.get("/api/v1/documents/999999")
