@@ -73,7 +73,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "kb.middleware.ReadOnlyAccessMiddleware",
-    "kb.middleware.ApiMediaTypeMiddleware",
+    "kb.middleware.ApiInputMiddleware",
 ]
 
 ROOT_URLCONF = "server.urls"
