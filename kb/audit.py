@@ -297,8 +297,15 @@ def audit_filter(
     collection: str | None = None,
     action: str | None = None,
     outcome: str | None = None,
+    within: Sequence[str] | None = None,
 ) -> QuerySet[AuditEvent]:
+    """`within`: only rows naming one of these collections (a token's)."""
     events = AuditEvent.objects.all()
+    if within is not None:
+        if not within:
+            return events.none()
+        names = "|".join(re.escape(slug) for slug in within)
+        events = events.filter(collections__regex=rf"(^| )({names})( |$)")
     if since:
         events = events.filter(created_at__gte=since)
     if until:

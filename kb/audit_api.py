@@ -56,8 +56,11 @@ def audit_rows(
     action: str | None = None,
     outcome: Literal["ok", "denied", "refused", "error"] | None = None,
 ) -> StreamingHttpResponse:
-    """Rows in order (`since` inclusive, `until` exclusive), streamed."""
+    """Rows in order (`since` inclusive, `until` exclusive), streamed. Through a token,
+    only the rows that name one of its collections."""
     principal = _administrator(request)
+    token = principal.token
+    within = None if token is None else [c.slug for c in token.collections.all()]
     filters = {"user": user, "collection": collection, "action": action, "outcome": outcome}
     audit_record(
         action="audit.export",
@@ -69,7 +72,7 @@ def audit_rows(
             **filters,
         },
     )
-    events = in_batches(audit_filter(since=since, until=until, **filters))
+    events = in_batches(audit_filter(since=since, until=until, within=within, **filters))
     lines = export_csv(events) if format == "csv" else export_jsonl(events)
     response = StreamingHttpResponse(lines, content_type=CONTENT_TYPES[format])
     response["Content-Disposition"] = f'attachment; filename="audit.{format}"'

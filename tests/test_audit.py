@@ -332,3 +332,23 @@ def test_audit_api_streams_filtered_rows_to_administrators_and_verifies(audit_he
     assert logged_in(bob).get("/api/v1/audit").status_code == 403
     assert admin.get("/api/v1/audit/verify").json()["ok"] is True
     assert AuditEvent.objects.filter(action="audit.export", actor_name="root").count() == 2
+
+
+def test_an_administrators_token_reads_only_its_collections_rows(audit_head, hr):
+    import json
+
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from kb.audit import SYSTEM, audit_record
+    from kb.models import TokenScope
+    from kb.services import collection_create, token_create
+
+    admin = User.objects.create_superuser("root", password="root-pass-123")
+    collection_create(slug="finance", name="Finance", actor=SYSTEM)
+    audit_record(action="search", actor=SYSTEM, collections=["finance"], query="merger")
+    audit_record(action="search", actor=SYSTEM, collections=["hr"], query="holiday")
+    _, secret = token_create(user=admin, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)
+    body = Client(HTTP_AUTHORIZATION=f"Bearer {secret}").get("/api/v1/audit?action=search")
+    rows = [json.loads(line) for line in body.getvalue().decode().splitlines()]
+    assert [r["query"] for r in rows] == ["holiday"]
