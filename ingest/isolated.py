@@ -29,6 +29,7 @@ from ingest.parsing import ParseError
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
+WHAT_TO_DO = "it may be damaged or too large; split or repair it and upload it again"
 # Loading the parsers and models, before any file: not counted in KB_PARSE_SECONDS.
 START_SECONDS = 300
 
@@ -139,13 +140,11 @@ def _wait(child: _Child, parsed: Callable[[int | None], object]) -> Extracted:
         elif child.rss() > memory_mb * 2**20:
             raise Stopped(
                 f"reading the file took more than {memory_mb} MB of memory "
-                "(KB_PARSE_MEMORY_MB): it may be damaged or too large; split or repair it "
-                "and upload it again"
+                f"(KB_PARSE_MEMORY_MB): {WHAT_TO_DO}"
             )
         elif time.monotonic() > deadline:
             raise Stopped(
-                f"reading the file took longer than {seconds} s (KB_PARSE_SECONDS): it may "
-                "be damaged or too large; split or repair it and upload it again"
+                f"reading the file took longer than {seconds} s (KB_PARSE_SECONDS): {WHAT_TO_DO}"
             )
 
 
@@ -173,10 +172,7 @@ def _died(child: _Child) -> str:
         child.process.kill()  # its socket broke: it is of no use now
     code = child.process.wait()
     how = f"signal {-code}" if code < 0 else f"exit status {code}"
-    return (
-        f"the parser stopped on this file ({how}): it may be damaged or too large; split "
-        "or repair it and upload it again"
-    )
+    return f"the parser stopped on this file ({how}): {WHAT_TO_DO}"
 
 
 def _serve(conn: Connection) -> None:

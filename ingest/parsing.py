@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 STREAM_BYTES = 2**20
 # Under spaCy's max_length, past which unstructured's heuristics see only a prefix.
 STREAM_WINDOW = 500_000
-STREAMED = ("text", "md")
-POS_TAG_CHARS = 10_000  # partitioners whose input can be cut at blank lines
+STREAMED = ("text", "md")  # partitioners whose input can be cut at blank lines
+POS_TAG_CHARS = 10_000
 
 
 class ParseError(ValueError):

@@ -88,7 +88,7 @@ def version_parse(*, version_id: int) -> None:
         version_fail(version_id, "the stored file is missing; upload it again")
         return
     except Stopped as error:
-        _parse_stopped(version_id, str(error))
+        _parse_stopped(version_id, attempts=version.attempts, reason=str(error))
         return
     rows = [
         Chunk(
@@ -122,10 +122,9 @@ def version_parse(*, version_id: int) -> None:
         transaction.on_commit(lambda: enqueue_embed(version_id))
 
 
-def _parse_stopped(version_id: int, reason: str) -> None:
+def _parse_stopped(version_id: int, *, attempts: int, reason: str) -> None:
     """Out of memory or time, or killed: tried again later, KB_PARSE_ATTEMPTS in all."""
-    attempts = DocumentVersion.objects.filter(pk=version_id).values_list("attempts", flat=True)
-    if (attempts.first() or 0) >= settings.KB_PARSE_ATTEMPTS:
+    if attempts >= settings.KB_PARSE_ATTEMPTS:
         version_fail(version_id, reason)
         return
     logger.warning("version %s: %s; it goes back to the queue", version_id, reason)

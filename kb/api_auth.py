@@ -13,20 +13,30 @@ from kb.principal import Principal
 from kb.services import token_authenticate
 
 
+def token_principal(token: str) -> Principal | None:
+    """The principal of a live token, None for any other string."""
+    found = token_authenticate(token, touch_seconds=settings.KB_TOKEN_TOUCH_SECONDS)
+    return None if found is None else Principal(user=found.user, token=found)
+
+
+def token_refused(path: str) -> None:
+    audit_record(
+        action="auth.token_failed",
+        actor=anonymous(),
+        outcome=Outcome.DENIED,
+        detail={"path": path},
+    )
+
+
 class BearerTokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
-        found = token_authenticate(token, touch_seconds=settings.KB_TOKEN_TOUCH_SECONDS)
-        if found is None:
-            audit_record(
-                action="auth.token_failed",
-                actor=anonymous(),
-                outcome=Outcome.DENIED,
-                detail={"path": request.path},
-            )
+        principal = token_principal(token)
+        if principal is None:
+            token_refused(request.path)
             # Answered here: falling through to the session's check would answer a
             # token's failure with the session's CSRF error.
             raise HttpError(401, "The API token is expired, revoked or invalid.")
-        return Principal(user=found.user, token=found)
+        return principal
 
 
 class SessionPrincipalAuth(SessionAuth):

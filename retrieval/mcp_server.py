@@ -23,11 +23,10 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from ingest.models import Chunk
 from ingest.selectors import document_read, passage_read
-from kb.audit import anonymous, audit_record
-from kb.models import Outcome
+from kb.api_auth import token_principal, token_refused
+from kb.audit import audit_record
 from kb.principal import Principal
 from kb.selectors import readable_collections
-from kb.services import token_authenticate
 from retrieval import services
 from retrieval.llm import LlmUnavailable
 
@@ -48,8 +47,7 @@ def bearer_principal(authorization: str | None) -> Principal | None:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    found = token_authenticate(token.strip(), touch_seconds=settings.KB_TOKEN_TOUCH_SECONDS)
-    return None if found is None else Principal(user=found.user, token=found)
+    return token_principal(token.strip())
 
 
 def http_principal(ctx: Context) -> Principal | None:
@@ -195,15 +193,6 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
-def _refused_token() -> None:
-    audit_record(
-        action="auth.token_failed",
-        actor=anonymous(),
-        outcome=Outcome.DENIED,
-        detail={"path": "/mcp"},
-    )
-
-
 def http_app() -> tuple[ASGIApp, Any]:
     """(the ASGI app for /mcp, the MCP server), the bearer token checked first."""
     server = build(http_principal)
@@ -227,7 +216,7 @@ def http_app() -> tuple[ASGIApp, Any]:
             principal = await sync_to_async(bearer_principal)(authorization)
             if principal is None:
                 if authorization:
-                    await sync_to_async(_refused_token)()
+                    await sync_to_async(token_refused)("/mcp")
                 await send(
                     {
                         "type": "http.response.start",

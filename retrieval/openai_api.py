@@ -82,7 +82,12 @@ def _collections(model: str) -> list[str] | None:
         return None
     if model.startswith(f"{MODEL}:") and len(model) > len(MODEL) + 1:
         return [model[len(MODEL) + 1 :]]
-    raise OpenAIError(
+    raise _no_model(model)
+
+
+def _no_model(model: str) -> "OpenAIError":
+    """Unknown and unreadable alike, as everywhere: existence is not revealed."""
+    return OpenAIError(
         404,
         f"The model {model!r} does not exist: use {MODEL!r} or '{MODEL}:<collection>' "
         "(GET /v1/models lists them).",
@@ -209,13 +214,7 @@ def chat_completions(request: HttpRequest, body: ChatIn) -> HttpResponseBase:
     except services.QuestionTooLong as error:
         raise OpenAIError(400, str(error), kind="invalid_request_error", param="messages") from None
     except Http404:
-        raise OpenAIError(
-            404,
-            f"The model {body.model!r} does not exist.",
-            kind="invalid_request_error",
-            param="model",
-            code="model_not_found",
-        ) from None
+        raise _no_model(body.model) from None
     if answer.unavailable:
         raise _unavailable()
     completion_id, created = f"chatcmpl-{answer.query_id}", int(time.time())
