@@ -199,7 +199,10 @@ if CELERY_BROKER_URL.startswith("folder://"):
         "polling_interval": 0.05,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7200}
+    # socket_timeout: a consumer blocked reading a reply that never comes (a broker
+    # failover, a half-open connection; seen once as a worker stop that never ended)
+    # gets an error it recovers from, instead of waiting forever.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7200, "socket_timeout": 30}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

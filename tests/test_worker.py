@@ -31,7 +31,7 @@ def broker_url(request, audit_head, tmp_path):
     url, options = request.param
     if url == "redis":
         url = REDIS_URL
-        options = {"visibility_timeout": 3600}
+        options = {"visibility_timeout": 3600, "socket_timeout": 10}  # as in settings
     elif url == "folder://":
         folder = tmp_path / "broker"
         folder.mkdir()
