@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging.config
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -248,3 +249,16 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "System check identified no issues" in checked.stdout
+
+
+def test_the_grafana_dashboard_reads_only_metrics_kb_serves(db):
+    dashboard = json.loads((ROOT / "compose" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\bkb_[a-z_]+", expr)
+    }
+    text = Client().get("/metrics").content.decode()
+    served = {family.name for family in text_string_to_metric_families(text)}
+    assert len(used) == 8 and used <= served, used - served
