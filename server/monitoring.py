@@ -102,7 +102,7 @@ _SYSTEM.register(SystemCollector())
 
 
 class RequestMetricsMiddleware:
-    """Latency by route pattern (`api/v1/documents/<id:document_id>`, not the path asked
+    """Latency by route pattern (`api/v1/documents/<document_id>`, not the path asked
     for), so the series stay few; and 5xx answers counted as errors."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
