@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 from server.env import (
     env_bool,
@@ -302,6 +303,8 @@ LOGGING = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # uvicorn's copy of each message with terminal colour codes
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         },
     },
     "handlers": {

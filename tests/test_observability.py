@@ -216,6 +216,8 @@ def test_a_log_line_carries_the_request_id_of_the_audit_row(docs, bob, llm_at, j
     assert warning["request_id"] == request_id and warning["level"] == "WARNING"
     assert event.detail["query_id"] in warning["message"]
     assert {"time", "level", "logger", "message", "request_id"} <= set(warning)
+    logging.getLogger("uvicorn.error").info("up", extra={"color_message": "\x1b[36mup\x1b[0m"})
+    assert "color_message" not in json.loads(json_log.getvalue().splitlines()[-1])
     logging.getLogger("kb").warning("outside any request")
     assert json.loads(json_log.getvalue().splitlines()[-1])["request_id"] == "-"
 
