@@ -25,6 +25,7 @@ from ingest.isolated import Stopped, extract_isolated
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Progress, Stage
 from ingest.parsing import ParseError
 from ingest.vectors import Point, point_payload, vector_store
+from kb import metrics
 
 logger = logging.getLogger(__name__)
 POINT_NAMESPACE = uuid.UUID("6c1f0d8e-3b8a-4c53-9d1e-5b0f5f7a2b10")
@@ -69,17 +70,17 @@ def version_parse(*, version_id: int) -> None:
     document = version.document
     path = storage.path_for(version.sha256)
     limits = Limits(max_elements=settings.KB_MAX_ELEMENTS, max_passages=settings.KB_MAX_PASSAGES)
+    steps = metrics.IngestSteps()
+
+    def parsed(pages: int | None) -> None:
+        steps.done("parse")
+        _advance(version_id, Stage.PARSING, Stage.CHUNKING, pages=pages, progress=Progress.PARSED)
+
     try:
         kind = detect(path, version.filename)
         with cpu.parse_running():
             extracted = extract_isolated(
-                path,
-                kind.extension,
-                title=document.title,
-                limits=limits,
-                parsed=lambda pages: _advance(
-                    version_id, Stage.PARSING, Stage.CHUNKING, pages=pages, progress=Progress.PARSED
-                ),
+                path, kind.extension, title=document.title, limits=limits, parsed=parsed
             )
     except (UnsupportedFile, ParseError) as error:
         version_fail(version_id, str(error))
@@ -106,6 +107,7 @@ def version_parse(*, version_id: int) -> None:
         )
         for index, passage in enumerate(extracted.passages)
     ]
+    steps.done("chunk")
     with transaction.atomic():
         # A repeat after a crash replaces what the first attempt wrote.
         Chunk.objects.filter(version_id=version_id).delete()
@@ -225,7 +227,9 @@ def _embed_and_index(versions: list[DocumentVersion]) -> None:
     chunks = list(Chunk.objects.filter(version_id__in=by_id).order_by("version_id", "index"))
     for start in range(0, len(chunks), EMBED_PART):
         part = chunks[start : start + EMBED_PART]
+        steps = metrics.IngestSteps()
         dense = embedder.embed([c.embedding_text for c in part])
+        steps.done("embed")
         store.upsert(
             [
                 Point(
@@ -244,6 +248,7 @@ def _embed_and_index(versions: list[DocumentVersion]) -> None:
                 for chunk, vector in zip(part, dense, strict=True)
             ]
         )
+        steps.done("index")
         last = part[-1]
         DocumentVersion.objects.filter(pk=last.version_id, stage=Stage.EMBEDDING).update(
             progress=Progress.embedding(
@@ -266,6 +271,7 @@ def _embedded(version: DocumentVersion) -> None:
         vector_store().delete(document_id=version.document_id, version=version.number)
 
 
+@metrics.INGEST_STAGE_SECONDS.labels("go_live").time()
 def version_go_live(*, version_id: int) -> None:
     """indexing -> ready: the new version becomes searchable, the old one goes away."""
     version = DocumentVersion.objects.select_related("document").get(pk=version_id)

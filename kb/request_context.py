@@ -2,6 +2,7 @@
 
 import contextlib
 import contextvars
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +38,14 @@ def using(info: RequestInfo) -> Iterator[RequestInfo]:
         yield info
     finally:
         _current.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Each log record carries the current request's id, the one its audit row holds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current().request_id or "-"
+        return True
 
 
 def _client_ip(request: HttpRequest) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404
 
-from kb import request_context
+from kb import metrics, request_context
 from kb.audit import audit_record
 from kb.models import Collection, Outcome
 from kb.principal import Principal
@@ -37,6 +37,7 @@ def _denied(principal: Principal, action: str, query: str, slugs: Sequence[str] 
         query=query,
         detail={"requested": list(slugs or [])},
     )
+    metrics.QUERIES.labels(action, Outcome.DENIED).inc()
 
 
 def _scope(
@@ -83,6 +84,7 @@ def search_run(
         latency_ms=_elapsed_ms(started),
         detail={"query_id": query_id, "mode": mode},
     )
+    metrics.QUERIES.labels("search", Outcome.OK).inc()
     return query_id, result
 
 
@@ -111,8 +113,12 @@ class Answer:
 
     def events(self) -> Generator[tuple[str, Any], None, None]:
         outcome, error = Outcome.ERROR, "the answer was cut off"
+        first = not self.refused  # a refusal is kb's sentence, not the model's
         try:
             for token in self.tokens:
+                if first:
+                    metrics.FIRST_TOKEN_SECONDS.observe(time.perf_counter() - self.started)
+                    first = False
                 self.text += token
                 yield "token", token
             # A refusal is kb's own sentence, not a claim needing a source.
@@ -126,6 +132,7 @@ class Answer:
             yield "done", self.summary()
         except llm.LlmUnavailable as failure:
             error = str(failure)
+            metrics.ERRORS.labels("model").inc()
             raise
         finally:
             self._audit(outcome, error)
@@ -165,6 +172,8 @@ class Answer:
                 latency_ms=_elapsed_ms(self.started),
                 detail={"query_id": self.query_id, **({"error": error} if error else {})},
             )
+        metrics.QUERIES.labels("ask", outcome).inc()
+        metrics.TOKENS_GENERATED.inc(self.usage.completion_tokens)
 
 
 def _involved(scope: list[Collection], passages: list[Passage]) -> list[Collection]:
@@ -255,5 +264,6 @@ def question_answer(
 
 def _unavailable(answer: Answer, failure: llm.LlmUnavailable) -> Answer:
     answer.unavailable = str(failure)
+    metrics.ERRORS.labels("model").inc()
     answer._audit(Outcome.ERROR, answer.unavailable)
     return answer

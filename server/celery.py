@@ -5,9 +5,12 @@ so a lost message delays work and never loses it (see ingest's reconciler).
 """
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_failure
 
+from kb import metrics
 from server import broker  # noqa: F401  (registers folder://, the embedded default's broker)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
@@ -15,3 +18,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 app = Celery("kb")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_failure.connect
+def _count_failure(**_: Any) -> None:
+    metrics.ERRORS.labels("task").inc()

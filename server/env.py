@@ -1,5 +1,6 @@
 """Typed readers for settings from the environment. A bad value stops start-up with its name."""
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -69,3 +70,14 @@ def env_secret(name: str) -> str | None:
         except OSError as error:
             raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {error}") from None
     return None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def env_networks(name: str, default: str = "") -> list[Network]:
+    """Comma-separated addresses or networks: `10.0.0.0/8,::1`."""
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name, default)]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None

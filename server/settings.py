@@ -10,8 +10,18 @@ from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from pythonjsonlogger.core import RESERVED_ATTRS
 
-from server.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
+from server.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_secret,
+    env_str,
+)
 
 # Lets admin classes carry their model's type (admin.ModelAdmin[Collection]).
 django_stubs_ext.monkeypatch()
@@ -45,8 +55,11 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-# Behind a reverse proxy (compose/), the client's address is in X-Forwarded-For.
+# Behind a reverse proxy (compose/), the client's address is in X-Forwarded-For and the
+# scheme it was reached by in X-Forwarded-Proto.
 KB_TRUST_X_FORWARDED_FOR = env_bool("KB_TRUST_X_FORWARDED_FOR", False)
+if KB_TRUST_X_FORWARDED_FOR:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -63,6 +76,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "server.monitoring.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "kb.request_context.RequestContextMiddleware",
@@ -146,10 +160,26 @@ WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# SECURE_COOKIES: kb is reached over HTTPS. It turns on secure cookies, the redirect to
+# HTTPS and HSTS (a year, subdomains, preload: `check --deploy` is clean); each can be
+# set on its own. The probes and the scrape stay on plain HTTP inside the network.
+_HTTPS = env_bool("SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", _HTTPS)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Watching kb (server.monitoring): /metrics, and /readyz's details, for these networks or
+# with this bearer token. PROMETHEUS_MULTIPROC_DIR (set before start, emptied at each
+# start) adds up the values of every web and worker process.
+KB_METRICS_ALLOWED_NETWORKS = env_networks("KB_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+KB_METRICS_TOKEN = env_secret("KB_METRICS_TOKEN") or ""
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 
 # Services. Empty means the embedded default.
 REDIS_URL = env_str("REDIS_URL")
@@ -261,9 +291,28 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Audit: how often an API token's "last used" time is written at most.
 KB_TOKEN_TOUCH_SECONDS = env_int("KB_TOKEN_TOUCH_SECONDS", 60, minimum=0)
 
+# One line per record, with the request id that the audit row of the same request holds
+# ("-" outside a request); KB_LOG_FORMAT=json for a log collector.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "kb.request_context.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(request_id)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # uvicorn's copy of each message with terminal colour codes
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": env_choice("KB_LOG_FORMAT", "text", ("text", "json")),
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }

@@ -1,17 +1,23 @@
-"""System status for admins: is every part of kb up, and how much work is waiting."""
+"""Is every part of kb up, and how much work is waiting: for the admins' status page,
+/readyz and the metrics scrape. Each probe is bounded in time and they run together."""
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from django.conf import settings
+from django.db import DatabaseError, connection
 
 from ingest.vectors import vector_store
 from kb.models import ModelProfile
 from server.worker import QUEUES, inprocess_workers_alive
 
 PROBE_SECONDS = 2.0
+
+
+Probe = tuple[str, Callable[..., "Check"], tuple[object, ...]]  # name, probe, its arguments
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,27 @@ def _queue_depths() -> dict[str, int]:
     return {queue: sum(name.endswith(f".{queue}.msg") for name in names) for queue in QUEUES}
 
 
+def _database() -> Check:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return Check("Database", True, connection.vendor)
+
+
+def _broker() -> Check:
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=PROBE_SECONDS, socket_connect_timeout=PROBE_SECONDS
+        )
+        client.ping()
+        return Check("Broker", True, "redis answers")
+    folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no broker folder at {folder}")
+    return Check("Broker", True, f"the folder {folder}")
+
+
 def _workers() -> Check:
     if settings.KB_INPROCESS_WORKER:
         alive = inprocess_workers_alive()
@@ -51,7 +78,11 @@ def _vectors() -> Check:
 
 def _model_urls() -> list[str]:
     urls = list(settings.LLM_BASE_URLS)
-    for profile in ModelProfile.objects.all():
+    try:
+        profiles = list(ModelProfile.objects.all())
+    except DatabaseError:
+        return urls  # the database's own check says it is down
+    for profile in profiles:
         urls += [url for url in profile.urls if url not in urls]
     return urls
 
@@ -70,10 +101,35 @@ def _checked(name: str, probe: Callable[..., Check], *args: object) -> Check:
         return Check(name, False, f"unreachable: {str(error)[:200] or type(error).__name__}")
 
 
+def _in_parallel(probes: list[Probe]) -> list[Check]:
+    """Each probe in its own thread, so the answer takes as long as the slowest one."""
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        futures = [pool.submit(_checked, name, probe, *args) for name, probe, args in probes]
+        return [future.result() for future in futures]
+
+
+def _probes() -> list[Probe]:
+    probes: list[Probe] = [("Broker", _broker, ()), ("Qdrant", _vectors, ())]
+    return probes + [(f"Model {url}", _model, (url,)) for url in _model_urls()]
+
+
+def readiness_checks() -> list[Check]:
+    """Database, broker, vector store and each model endpoint (the default model's first).
+    The database's in the calling thread: a connection belongs to the thread that opens it."""
+    return [_checked("Database", _database), *_in_parallel(_probes())]
+
+
+def ready(checks: list[Check]) -> bool:
+    """Ready: the database, the broker, the vector store and at least one endpoint of the
+    default model answer (kb fails over between them)."""
+    default_models = {f"Model {url}" for url in settings.LLM_BASE_URLS}
+    needed = [c for c in checks if c.name in ("Database", "Broker", "Qdrant")]
+    return all(c.ok for c in needed) and any(c.ok for c in checks if c.name in default_models)
+
+
 def system_checks() -> list[Check]:
-    checks = [_checked("Workers", _workers), _checked("Qdrant", _vectors)]
-    checks += [_checked(f"Model {url}", _model, url) for url in _model_urls()]
-    return checks
+    """What /readyz checks, and the workers (a Celery ping, for the status page only)."""
+    return [_checked("Database", _database), *_in_parallel([("Workers", _workers, ()), *_probes()])]
 
 
 def queue_depths() -> dict[str, int | str]:

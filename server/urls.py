@@ -1,19 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
 from kb import views
-from server import console
+from server import console, monitoring
 from server.api import api, openai_api
 
-
-def health(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"status": "ok"})
-
-
 urlpatterns = [
-    path("healthz", health, name="health"),
+    path("healthz", monitoring.health, name="health"),
+    path("readyz", monitoring.readiness, name="ready"),
+    path("metrics", monitoring.metrics_view, name="metrics"),
     # One login page for everyone, the rate-limited one (the admin's included).
     path("login/", views.LoginView.as_view(), name="login"),
     path("admin/login/", views.LoginView.as_view()),

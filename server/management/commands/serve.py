@@ -24,4 +24,5 @@ class Command(BaseCommand):
             workers=1,
             lifespan="auto",
             log_level="info",
+            log_config=None,  # uvicorn's lines go through kb's LOGGING (KB_LOG_FORMAT)
         )
