@@ -206,6 +206,25 @@ def test_env_example_names_every_variable_the_compose_file_uses():
     assert used == example
 
 
+def example_env() -> dict[str, str]:
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def interpolated(value: str) -> str:
+    """A compose value as .env.example would make it (${NAME}, ${NAME:-x}, ${NAME:?x})."""
+    return re.sub(r"\$\{([A-Z0-9_]+)[^}]*\}", lambda m: example_env()[m.group(1)], value)
+
+
+def test_web_answers_its_own_health_check_under_the_stacks_allowed_hosts(client, settings):
+    web = services()["web"]
+    settings.ALLOWED_HOSTS = interpolated(web["environment"]["ALLOWED_HOSTS"]).split(",")
+    found = re.search(r"http://[^'\"]+", " ".join(web["healthcheck"]["test"]))
+    assert found, "the web health check asks no URL"
+    url = urlsplit(found.group())
+    assert client.get(url.path, HTTP_HOST=url.netloc).status_code == 200
+
+
 # --- Kubernetes ------------------------------------------------------------------------
 
 
@@ -381,6 +400,16 @@ def test_volumes_and_secrets_resolve():
             assert value.removeprefix("/run/secrets/") in secret_keys, name
 
 
+def test_web_answers_its_probes_under_the_allowed_hosts(client, settings):
+    settings.ALLOWED_HOSTS = configmap()["ALLOWED_HOSTS"].split(",")
+    (web,) = pod(named("Deployment", "web"))["containers"]
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = web[kind]["httpGet"]
+        headers = {h["name"]: h["value"] for h in probe.get("httpHeaders", [])}
+        host = headers.get("Host", "10.0.0.7")  # without one, the kubelet sends the pod's IP
+        assert client.get(probe["path"], HTTP_HOST=host).status_code == 200, kind
+
+
 # --- settings the stack relies on ------------------------------------------------------
 
 
@@ -403,6 +432,51 @@ def test_the_database_and_broker_urls_are_read_from_secret_files(tmp_path):
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert out.stdout.split() == ["s3cret", "redis://:s3cret@redis:6379/0"], out.stderr
+
+
+# --- the Qdrant recipe in compose/README.md ---------------------------------------------
+
+
+def test_the_readmes_qdrant_collection_is_one_kb_fills_and_searches(tmp_path):
+    from qdrant_client import QdrantClient
+
+    from ingest import embedder
+    from ingest.sparse import encode_document, encode_query
+    from ingest.vectors.base import INDEXED_FIELDS, Point, Scope
+    from ingest.vectors.server import ServerStore
+
+    readme = (ROOT / "compose" / "README.md").read_text()
+    found = re.search(r"```python\n(from qdrant_client import models\n.*?)```", readme, re.S)
+    assert found, "compose/README.md has no collection recipe"
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    recipe: dict[str, Any] = {"client": client}
+    exec(found.group(1), recipe)  # noqa: S102 (our own README)
+    client.close()
+    assert recipe["COLLECTION"] == f"kb-{embedder.model_name()}".lower()
+    assert recipe["INDEXED"] == INDEXED_FIELDS
+
+    store = ServerStore.connect(
+        path=str(tmp_path / "qdrant"),
+        collection=recipe["COLLECTION"],
+        dimensions=embedder.dimensions(),
+    )
+    text = "Every employee receives twenty-eight days of paid holiday."
+    payload = {"collection_id": 7, "document_id": 1, "version": 1, "chunk_id": 1, "page": 1}
+    store.upsert(
+        [
+            Point(
+                id="00000000-0000-0000-0000-000000000001",
+                dense=[1.0] + [0.0] * (embedder.dimensions() - 1),
+                sparse=encode_document(text),
+                payload={**payload, "content_type": "text/plain", "live": 1},
+            )
+        ]
+    )
+    hits = store.search(
+        dense=None, sparse=encode_query("paid holiday"), scope=Scope([7]), limit=3, mode="sparse"
+    )
+    assert [hit.payload["chunk_id"] for hit in hits] == [1]
+    store.close()
 
 
 # --- the model servers ------------------------------------------------------------------
