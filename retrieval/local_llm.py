@@ -82,6 +82,10 @@ class LocalLlm:
                 MODEL_ALIAS,
                 "--verbose",
                 "False",
+                # Its default ends a stream early, as if complete, when another request
+                # arrives: with two people asking at once, one got an empty answer. Queue.
+                "--interrupt_requests",
+                "False",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -110,7 +110,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{KB_DATA_DIR / 'kb.sqlite3'}"),
+        # A URL with a password: also read from DATABASE_URL_FILE (compose/ uses a secret).
+        env_secret("DATABASE_URL") or f"sqlite:///{KB_DATA_DIR / 'kb.sqlite3'}",
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
@@ -182,7 +183,7 @@ KB_METRICS_TOKEN = env_secret("KB_METRICS_TOKEN") or ""
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 
 # Services. Empty means the embedded default.
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_secret("REDIS_URL") or ""  # or REDIS_URL_FILE: it holds the password
 QDRANT_URL = env_str("QDRANT_URL")
 QDRANT_API_KEY = env_secret("QDRANT_API_KEY") or ""
 # Shared by every web process in production (login rate limits), in memory otherwise.

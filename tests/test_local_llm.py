@@ -67,3 +67,19 @@ def test_a_model_server_it_did_not_start_is_refused_by_name():
             LocalLlm(orphan.server_address[1])
     finally:
         orphan.shutdown()
+
+
+def test_questions_asked_at_once_each_get_the_whole_answer(local_llm):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retrieval.chat_client import OpenAIChat
+
+    chat = OpenAIChat(local_llm, model="smollm2-135m", api_key="none")
+    question = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+    def answer(_: int) -> str:
+        return "".join(chat.stream(question, max_tokens=24, stop=None))
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(answer, range(3)))
+    assert answers[0] and answers == [answers[0]] * 3
