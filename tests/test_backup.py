@@ -10,6 +10,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ingest.data_lock import writing
 from ingest.vectors.edge import shard_counts
 from tests.conftest import HOLIDAY, PARKING, dead_url, kb_serve, manage
 
@@ -207,3 +210,22 @@ def test_backup_says_it_covers_the_embedded_default_only(tmp_path):
     assert done.returncode == 1
     assert "cover the embedded default" in done.stderr and "Backup and restore" in done.stderr
     assert not (tmp_path / "backup").exists()
+
+
+def test_a_backup_waits_for_the_vector_write_under_way(data_dir, tmp_path):
+    """The owner holds the write lock for each write: the backup copies between them."""
+    env = kb_env(data_dir)
+    ok(manage(env, "migrate", "--verbosity", "0"))
+    dest = tmp_path.parent / f"{tmp_path.name}-backup"
+    with writing():
+        running = subprocess.Popen(
+            [sys.executable, "manage.py", "backup", str(dest)],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(4)
+        assert running.poll() is None and not dest.exists()
+    assert running.wait(60) == 0
+    assert json.loads((dest / "manifest.json").read_text())["counts"]["documents"] == 0
+    shutil.rmtree(dest)
