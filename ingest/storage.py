@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from ingest.data_lock import writing
+
 
 class TooLarge(ValueError):
     pass
@@ -61,5 +63,7 @@ def store(chunks: Iterable[bytes], *, limit: int) -> Stored:
 def remove_unless_used(sha256: str) -> None:
     from ingest.models import DocumentVersion
 
-    if not DocumentVersion.objects.filter(sha256=sha256).exists():
-        path_for(sha256).unlink(missing_ok=True)
+    # Under the write lock: a backup links the files its database snapshot names.
+    with writing():
+        if not DocumentVersion.objects.filter(sha256=sha256).exists():
+            path_for(sha256).unlink(missing_ok=True)

@@ -133,6 +133,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def manage(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`manage.py` in a process of its own, with this environment."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        input=stdin,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+
+
 def kb_serve(env: dict[str, str], data: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`manage.py serve` on its own port, once /healthz answers: (process, url)."""
 

@@ -20,22 +20,15 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import HOLIDAY, kb_serve
+from tests.conftest import HOLIDAY, kb_serve, manage
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "Confidential: the merger with Globex closes on the ninth of June for 41 million."
 
 
 def _manage(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        text=True,
-        capture_output=True,
-        check=True,
-    )
+    done = manage(env, *args, stdin=stdin)
+    done.check_returncode()
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 

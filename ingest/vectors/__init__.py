@@ -10,6 +10,7 @@ to a Qdrant server or cluster through qdrant-client (production, `QDRANT_URL`).
 import functools
 import logging
 import threading
+from pathlib import Path
 
 from django.conf import settings
 
@@ -21,6 +22,8 @@ __all__ = [
     "SearchMode",
     "StoreBusy",
     "VectorStore",
+    "embedded_counts",
+    "embedded_folder",
     "point_payload",
     "vector_store",
     "vector_store_close",
@@ -58,7 +61,24 @@ def _connect() -> VectorStore:
         )
     from ingest.vectors.edge import EdgeStore
 
-    return EdgeStore.open(settings.KB_DATA_DIR / "vectors" / name, dimensions=dimensions)
+    return EdgeStore.open(embedded_folder() / name, dimensions=dimensions)
+
+
+def embedded_folder() -> Path:
+    """Where the embedded engine keeps its stores, one folder per embedding model."""
+    return Path(settings.KB_DATA_DIR) / "vectors"
+
+
+def embedded_counts(folder: Path) -> dict[str, dict[str, int]]:
+    """Points and live points of each store in a copy of `embedded_folder()` (a
+    backup's): never the one its owner has open."""
+    from ingest.vectors.edge import shard_counts
+
+    counts = {}
+    for store in sorted(p for p in folder.iterdir() if p.is_dir()):
+        points, live = shard_counts(store)
+        counts[store.name] = {"points": points, "live_points": live}
+    return counts
 
 
 def vector_store() -> VectorStore:
