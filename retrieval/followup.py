@@ -24,7 +24,7 @@ _STOP = """a about above after again all also am an and any are as at be because
     us very was we were what when where which while who whom why will with would you
     your yours please tell know get got give need needs let lets like want"""
 _BACK = """it its it's itself they them their theirs this that these those he she him her
-    there same one ones such else too also then"""
+    mine hers ours there same one ones such else too also then"""
 STOP_WORDS = frozenset(_STOP.split())
 REFERRING = frozenset(_BACK.split())
 CONNECTIVES = ("and", "but", "or", "so", "also", "what about", "how about", "then")
