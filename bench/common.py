@@ -51,6 +51,24 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 def load_texts(slug: str, documents: dict[str, str]) -> dict[int, str]:
     """Ingest {name: markdown} through kb's services; returns {document id: name}."""
+    files = {f"{name}.md": io.BytesIO(text.encode()) for name, text in documents.items()}
+    return {pk: path.removesuffix(".md") for pk, path in load_streams(slug, files).items()}
+
+
+def load_folder(slug: str, folder: Path) -> dict[int, str]:
+    """Ingest every file under `folder` through kb's services; returns {document id:
+    path inside the folder}."""
+    files = {
+        path.relative_to(folder).as_posix(): io.BytesIO(path.read_bytes())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    return load_streams(slug, files)
+
+
+def load_streams(slug: str, files: dict[str, io.BytesIO]) -> dict[int, str]:
+    """Upload {path: bytes} into a new collection, then drive each stage over all of
+    them in this process; returns {document id: path}."""
     from ingest import pipeline, services
     from ingest.models import DocumentVersion, Stage
     from kb.audit import SYSTEM
@@ -59,13 +77,13 @@ def load_texts(slug: str, documents: dict[str, str]) -> dict[int, str]:
     collection = collection_create(slug=slug, name=slug, actor=SYSTEM)[0]
     pipeline.enqueue_parse = lambda version_id: None  # stages are driven below
     pipeline.enqueue_embed = lambda version_id: None
-    names = {}
-    for name, text in documents.items():
+    paths = {}
+    for path, stream in files.items():
         (result,) = services.document_upload(
-            collection=collection, actor=SYSTEM, path=f"{name}.md", stream=io.BytesIO(text.encode())
+            collection=collection, actor=SYSTEM, path=path, stream=stream
         )
         assert result.document is not None, result.error
-        names[result.document.pk] = name
+        paths[result.document.pk] = path
     versions = DocumentVersion.objects.filter(document__collection=collection)
     for version_id in versions.filter(stage=Stage.QUEUED).values_list("pk", flat=True):
         pipeline.version_parse(version_id=version_id)
@@ -74,7 +92,7 @@ def load_texts(slug: str, documents: dict[str, str]) -> dict[int, str]:
     failed = versions.filter(stage=Stage.FAILED).count()
     if failed:
         print(f"warning: {failed} documents failed to ingest", file=sys.stderr)
-    return names
+    return paths
 
 
 def peak_mb() -> float:

@@ -58,7 +58,9 @@ HASHED_FIELDS = (
 # a row's hash only where it holds something else than its default. Rows written before
 # it existed hold the default, so they still verify; a value written, edited or erased
 # later changes the hash. Each column is exported too.
-LATER_FIELDS: dict[str, Any] = {}
+LATER_FIELDS: dict[str, Any] = {
+    "rewritten_query": "",  # a follow-up made standalone: what was searched instead
+}
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def audit_record(
     model: str = "",
     answer: str = "",
     detail: dict[str, Any] | None = None,
+    rewritten_query: str = "",
 ) -> AuditEvent:
     """Append one row. Raises if it cannot be written, which fails the caller's action."""
     if isinstance(actor, Principal):
@@ -189,6 +192,7 @@ def audit_record(
             answer=_storable(answer),
             detail=_storable(detail or {}),
             prev_hash=head.hash,
+            rewritten_query=_storable(rewritten_query),
         )
         event.hash = row_hash(event, audit_key())
         event.save(force_insert=True)

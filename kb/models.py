@@ -205,6 +205,8 @@ class AuditEvent(models.Model):
     detail = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    # Added later (kb.audit.LATER_FIELDS): in a row's hash only when not empty.
+    rewritten_query = models.TextField(blank=True, default="")  # a follow-up, standalone
 
     objects = AuditEventQuerySet.as_manager()
 

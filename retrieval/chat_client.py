@@ -44,6 +44,9 @@ class ChatClient(Protocol):
     ) -> Iterator[str]:
         """The answer's tokens. Raises EndpointDown before the first one, AnswerCut after."""
 
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, timeout: float) -> str:
+        """A short whole answer within `timeout` seconds. Raises EndpointDown."""
+
 
 class OpenAIChat:
     def __init__(self, url: str, *, model: str, api_key: str) -> None:
@@ -51,15 +54,25 @@ class OpenAIChat:
         self.model = model
         self.api_key = api_key
 
-    def _client(self) -> openai.OpenAI:
+    def _client(self, timeout: float) -> openai.OpenAI:
         return openai.OpenAI(
             base_url=self.url,
             api_key=self.api_key,
             max_retries=0,
-            timeout=openai.Timeout(
-                settings.KB_LLM_TIMEOUT, connect=settings.KB_LLM_CONNECT_TIMEOUT
-            ),
+            timeout=openai.Timeout(timeout, connect=min(timeout, settings.KB_LLM_CONNECT_TIMEOUT)),
         )
+
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, timeout: float) -> str:
+        try:
+            response = self._client(timeout).chat.completions.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]  # plain role/content dicts
+                max_tokens=max_tokens,
+                temperature=0,
+            )
+        except openai.APIError as error:
+            raise EndpointDown(str(error)) from error
+        return str(response.choices[0].message.content or "") if response.choices else ""
 
     def stream(
         self,
@@ -71,7 +84,7 @@ class OpenAIChat:
     ) -> Iterator[str]:
         counted = usage if usage is not None else Usage()
         try:
-            response = self._client().chat.completions.create(  # type: ignore[call-overload]
+            response = self._client(settings.KB_LLM_TIMEOUT).chat.completions.create(  # type: ignore[call-overload]
                 model=self.model,
                 messages=messages,
                 max_tokens=max_tokens,

@@ -73,6 +73,20 @@ class LlmPool:
             return _reported(tokens)
         raise LlmUnavailable("no model endpoint answered (" + "; ".join(errors) + ")")
 
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, timeout: float) -> str:
+        """A short answer from the first endpoint that is up, within `timeout` seconds.
+        Raises LlmUnavailable. An endpoint too busy for the bound is not marked down: the
+        question's own answer may still wait for it."""
+        for endpoint in self._order():
+            if endpoint.down_until <= time.monotonic():
+                try:
+                    return endpoint.client.complete(
+                        messages, max_tokens=max_tokens, timeout=timeout
+                    )
+                except EndpointDown as error:
+                    raise LlmUnavailable(f"{endpoint.url}: {error}") from error
+        raise LlmUnavailable("no model endpoint is up")
+
 
 def _reported(tokens: Iterator[str]) -> Iterator[str]:
     try:

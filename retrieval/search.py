@@ -2,6 +2,7 @@
 as a filter, never applied to results afterwards."""
 
 import functools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -13,7 +14,7 @@ from django.urls import reverse
 from ingest import embedder, sparse, term_stats
 from ingest.models import Chunk, Document
 from ingest.vectors import Hit, vector_store
-from ingest.vectors.base import Scope
+from ingest.vectors.base import DOCUMENT_ID, Scope
 from kb.models import Collection, Role
 from kb.principal import Principal
 from kb.selectors import collection_get, collection_roles
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
+
+# The cap per document is applied to the store's candidates, so a search fetches more of
+# them until the cap leaves top_k (or the scope has no more). It stops widening here:
+# past it one document holds thousands of passages closer than any other's.
+MAX_CANDIDATES = 4096
 
 
 @dataclass(frozen=True)
@@ -100,26 +106,34 @@ def passages_search(
     scope = Scope(collection_ids, document_ids=document_ids, content_types=content_types)
     dense = embedder.embed_query(query)
     store = vector_store()
-    candidates = max(top_k * 3, settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0)
+    first = max(top_k * 3, settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0)
     terms = sparse.encode_query(query)
     if not store.idf_in_store:
         terms = term_stats.query_weights(terms, collection_ids)
-    hits = store.search(
-        dense=dense,
-        sparse=terms,
-        scope=scope,
-        limit=min(candidates, 300),
-        mode=mode,
-    )
+    limit = min(first, MAX_CANDIDATES)
+    while True:
+        hits = store.search(
+            dense=dense,
+            sparse=terms,
+            scope=scope,
+            limit=limit,
+            mode=mode,
+            candidates=max(limit, 100),
+        )
+        kept = _cap_per_document(hits)
+        if len(kept) >= top_k or len(hits) < limit or limit >= MAX_CANDIDATES:
+            break
+        # One document holds the best passages: look further down for the others.
+        limit = min(limit * 4, MAX_CANDIDATES)
     best = 0.0
     if with_similarity:
         nearest = store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
         best = nearest[0].score if nearest else 0.0
-    passages = _hydrate(hits)
+    passages = _hydrate(kept)
     if settings.KB_RERANKER_PATH:
         head = settings.KB_RERANK_CANDIDATES
         passages = rerank(query, passages[:head]) + passages[head:]
-    return SearchResult(_cap_per_document(passages)[:top_k], best)
+    return SearchResult(passages[:top_k], best)
 
 
 def _hydrate(hits: list[Hit]) -> list[Passage]:
@@ -165,12 +179,13 @@ def _hydrate(hits: list[Hit]) -> list[Passage]:
     return sorted(passages, key=lambda p: -p.score)
 
 
-def _cap_per_document(passages: list[Passage]) -> list[Passage]:
-    """At most KB_SEARCH_PER_DOCUMENT passages from one document."""
-    seen: dict[int, int] = {}
+def _cap_per_document(hits: list[Hit]) -> list[Hit]:
+    """At most KB_SEARCH_PER_DOCUMENT hits from one document, the best ones."""
+    seen: Counter[int] = Counter()
     kept = []
-    for passage in passages:
-        seen[passage.document_id] = seen.get(passage.document_id, 0) + 1
-        if seen[passage.document_id] <= settings.KB_SEARCH_PER_DOCUMENT:
-            kept.append(passage)
+    for hit in hits:
+        document = hit.payload[DOCUMENT_ID]
+        seen[document] += 1
+        if seen[document] <= settings.KB_SEARCH_PER_DOCUMENT:
+            kept.append(hit)
     return kept

@@ -14,7 +14,7 @@ from kb import metrics, request_context
 from kb.audit import audit_record
 from kb.models import Collection, Outcome
 from kb.principal import Principal
-from retrieval import llm, prompting
+from retrieval import followup, llm, prompting
 from retrieval.chat_client import Usage
 from retrieval.citations import Checked, citations_check
 from retrieval.prompting import messages_for, sources_fitting
@@ -97,6 +97,7 @@ class Answer:
     query_id: str
     principal: Principal
     question: str
+    rewrite: followup.Rewrite  # what was searched: the question, or made standalone
     scope: list[Collection]
     passages: list[Passage]
     sources: list[Passage]
@@ -170,7 +171,12 @@ class Answer:
                 model=self.model,
                 answer=self.checked.answer if self.checked else self.text,
                 latency_ms=_elapsed_ms(self.started),
-                detail={"query_id": self.query_id, **({"error": error} if error else {})},
+                detail={
+                    "query_id": self.query_id,
+                    **({"rewritten_by": self.rewrite.how} if self.rewrite.how else {}),
+                    **({"error": error} if error else {}),
+                },
+                rewritten_query=self.rewrite.query if self.rewrite.how else "",
             )
         metrics.QUERIES.labels("ask", outcome).inc()
         metrics.TOKENS_GENERATED.inc(self.usage.completion_tokens)
@@ -191,6 +197,15 @@ def _pool(owner: Collection | None, involved: list[Collection]) -> llm.LlmPool:
         if not pool.is_local:
             raise llm.LlmUnavailable("no local model is configured for a sensitive collection")
     return pool
+
+
+def _rewriter(scope: list[Collection]) -> llm.LlmPool | None:
+    """The model that may rewrite a follow-up: the one that would answer from this scope,
+    none where a sensitive collection has no local model."""
+    try:
+        return _pool(scope[0] if len(scope) == 1 else None, scope)
+    except llm.LlmUnavailable:
+        return None
 
 
 def question_answer(
@@ -214,8 +229,9 @@ def question_answer(
             f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
         )
     scope = _scope(principal, "ask", question, collections)
+    rewrite = followup.standalone_query(question=question, history=history, pool=_rewriter(scope))
     result = passages_search(
-        query=question,
+        query=rewrite.query,
         collections=scope,
         top_k=settings.KB_ANSWER_SOURCES * 2,
         with_similarity=True,
@@ -224,6 +240,7 @@ def question_answer(
         query_id=query_id,
         principal=principal,
         question=question,
+        rewrite=rewrite,
         scope=scope,
         passages=result.passages,
         sources=[],

@@ -211,6 +211,9 @@ KB_ANSWER_SOURCES = env_int("KB_ANSWER_SOURCES", 5, minimum=1)
 KB_SEARCH_PER_DOCUMENT = env_int("KB_SEARCH_PER_DOCUMENT", 3, minimum=1)
 KB_RERANKER_PATH = env_str("KB_RERANKER_PATH")  # a local cross-encoder folder; off when unset
 KB_RERANK_CANDIDATES = env_int("KB_RERANK_CANDIDATES", 30, minimum=1)
+# A follow-up question is made standalone before the search: the model has this long to
+# rewrite it (0: never ask), else the earlier questions' terms are carried over.
+KB_REWRITE_SECONDS = env_float("KB_REWRITE_SECONDS", 5.0)
 # Below this cosine similarity between question and best passage, kb does not ask the
 # model and says the documents do not answer (calibrated in bench/README.md).
 KB_REFUSAL_THRESHOLD = env_float("KB_REFUSAL_THRESHOLD", 0.38)
