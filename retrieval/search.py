@@ -5,7 +5,7 @@ import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from django.conf import settings
@@ -81,6 +81,18 @@ def rerank(query: str, passages: list[Passage]) -> list[Passage]:
     return sorted(rescored, key=lambda p: -p.score)
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """Any offset ISO 8601 allows, as UTC: PostgreSQL refuses offsets past 15:59, and a
+    date at the edge of the calendar that UTC pushes past it means every or no date."""
+    if moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if moment.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
 def passages_search(
     *,
     query: str,
@@ -97,7 +109,7 @@ def passages_search(
     collection_ids = [c.pk for c in collections]
     if updated_after is not None:
         recent = Document.objects.filter(
-            collection_id__in=collection_ids, updated_at__gte=updated_after
+            collection_id__in=collection_ids, updated_at__gte=_in_utc(updated_after)
         ).values_list("pk", flat=True)
         allowed = set(recent) if document_ids is None else set(recent) & set(document_ids)
         document_ids = sorted(allowed)

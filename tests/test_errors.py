@@ -117,6 +117,20 @@ def test_over_a_rate_limit_is_429_with_retry_after_per_token_and_per_user(
     assert logged_in(alice).get("/api/v1/collections").status_code == 200
 
 
+def test_a_date_filter_with_any_offset_iso_8601_allows_is_searched_never_a_500(docs, bob):
+    # Found by schemathesis: PostgreSQL refuses a time zone offset past 15:59.
+    client = logged_in(bob)
+    for moment, found in (
+        ("2000-01-01T00:00:00-20:19", True),
+        ("0001-01-01T00:00:00+05:00", True),
+        ("9999-12-31T23:59:00-05:00", False),
+    ):
+        body = {"query": "holiday", "filters": {"updated_after": moment}}
+        response = post(client, "/api/v1/search", body)
+        assert response.status_code == 200, (moment, response.content)
+        assert bool(response.json()["results"]) is found, moment
+
+
 def test_a_nul_character_is_refused_up_front_never_a_500(hr, bob):
     # PostgreSQL refuses NUL in text: found deep in a lookup, it was a 500 there.
     client = logged_in(bob)
