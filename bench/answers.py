@@ -1,10 +1,12 @@
 """Answers end to end on PubMedQA: retrieval, the model, citations, refusals.
 
-    python bench/answers.py [--questions 100]
+    python bench/answers.py [--questions 100] [--model NAME ...]
 
 The 1,000 PubMedQA abstracts are ingested as one collection through kb's services; each
 question is asked through `question_answer`, as the API does. The model is whatever
-LLM_BASE_URL / LLM_MODEL name, else the bundled SmolLM2-135M, started here.
+LLM_BASE_URL / LLM_MODEL name, else the bundled model (KB_LOCAL_MODEL), started here.
+`--model NAME` (a KB_LOCAL_MODEL value, repeatable) runs the same questions with each
+bundled model in turn, over the one ingested collection, and prints a row per model.
 """
 
 import argparse
@@ -55,6 +57,13 @@ def label_of(answer: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a bundled model (KB_LOCAL_MODEL value); repeat to compare them in one run",
+    )
     args = parser.parse_args()
     kb_setup()
     from django.conf import settings
@@ -63,13 +72,22 @@ def main() -> None:
     from kb.models import Collection, Role
     from kb.principal import Principal
     from kb.services import member_add, user_create
-    from retrieval import llm, services
+    from retrieval.local_models import ModelUnavailable, model_resolve
 
-    server = None
-    if settings.KB_LOCAL_LLM:
-        from retrieval.local_llm import LocalLlm
-
-        server = LocalLlm(settings.KB_LOCAL_LLM_PORT)
+    if args.model and not settings.KB_LOCAL_LLM:
+        parser.error("--model runs the bundled models: unset LLM_BASE_URL")
+    try:
+        # None: the endpoints LLM_BASE_URL names, not a bundled model.
+        models: list[Any] = (
+            [
+                model_resolve(name, cache_dir=settings.KB_MODEL_CACHE_DIR)
+                for name in args.model or [settings.KB_LOCAL_MODEL]
+            ]
+            if settings.KB_LOCAL_LLM
+            else [None]
+        )
+    except ModelUnavailable as error:
+        parser.error(str(error))
     corpus = read_jsonl(EVAL / "pubmedqa" / "corpus.jsonl")
     started = time.perf_counter()
     names = load_texts(
@@ -77,16 +95,68 @@ def main() -> None:
     )
     ingest_seconds = time.perf_counter() - started
     user = user_create(username="bench", actor=SYSTEM)[0]
-    member_add(
-        collection=Collection.objects.get(slug="pubmedqa"),
-        user=user,
-        role=Role.READER,
-        actor=SYSTEM,
+    pubmed = Collection.objects.get(slug="pubmedqa")
+    member_add(collection=pubmed, user=user, role=Role.READER, actor=SYSTEM)
+    questions = read_jsonl(EVAL / "pubmedqa" / "test500.jsonl")[: args.questions]
+    runs = [run(Principal(user=user), questions, names, model) for model in models]
+    calibration = calibrate(pubmed, runs[0]["rows"], settings.KB_REFUSAL_THRESHOLD)
+    print(f"{len(questions)} questions over {len(corpus)} abstracts")
+    print(
+        f"{'model':<20} {'agreement':>9} {'gold_cited':>10} {'unsupported':>11} "
+        f"{'refused':>7} {'ttft_ms':>8} {'tok_s':>6}"
     )
-    principal = Principal(user=user)
+    for r in runs:
+        print(
+            f"{r['model']:<20} {r['agreement']:>9.3f} {r['gold_cited']:>10.3f} "
+            f"{r['unsupported']:>11.2f} {r['refused']:>7.3f} {r['ttft_ms']:>8.0f} "
+            f"{r['tok_s']:>6.1f}"
+        )
+    print(
+        "gold abstract among the passages sent: "
+        + ", ".join(f"{r['model']} {r['gold_retrieved']:.3f}" for r in runs)
+    )
+    print(
+        f"refusal threshold {settings.KB_REFUSAL_THRESHOLD}: answerable questions' best "
+        f"similarity p05={calibration['answerable_best_similarity_p05']:.3f} "
+        f"min={calibration['answerable_best_similarity_min']:.3f}; off-topic median="
+        f"{calibration['off_topic_best_similarity_median']:.3f} "
+        f"max={calibration['off_topic_best_similarity_max']:.3f}, "
+        f"{calibration['off_topic_refused']:.0%} refused"
+    )
+    results = {
+        "questions": len(questions),
+        "documents": len(corpus),
+        "ingest_seconds": ingest_seconds,
+        "threshold": settings.KB_REFUSAL_THRESHOLD,
+        "calibration": calibration,
+        "models": runs,
+    }
+    print(f"saved {save('answers', results)}")
+    for r in runs:
+        print(
+            f"answers {r['model']} agreement={r['agreement']:.3f} "
+            f"gold_cited={r['gold_cited']:.3f} unsupported={r['unsupported']:.2f} "
+            f"ttft_ms={r['ttft_ms']:.0f} tok_s={r['tok_s']:.1f}"
+        )
+
+
+def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], model: Any):
+    """Every question asked of one model: its summary, with a row per question. A bundled
+    `model` is served here for the run; None asks the configured endpoints."""
+    from django.conf import settings
+
+    from retrieval import llm, services
+    from retrieval.local_llm import LocalLlm
+
+    server = None
+    if model is not None:
+        server = LocalLlm(settings.KB_LOCAL_LLM_PORT, model=model)
+        settings.LLM_BASE_URLS = [server.url]
+        settings.LLM_MODEL = model.name
+        llm._pools.clear()
     rows: list[dict[str, Any]] = []
     try:
-        for item in read_jsonl(EVAL / "pubmedqa" / "test500.jsonl")[: args.questions]:
+        for item in questions:
             gold = set(item["gold_doc_ids"])
             start = time.perf_counter()
             answer = services.question_answer(principal=principal, question=item["question"])
@@ -100,80 +170,67 @@ def main() -> None:
                     cited = data
                 elif name == "done":
                     done = data
+            seconds = time.perf_counter() - start
             rows.append(
                 {
                     "id": item["id"],
                     "gold_retrieved": bool(gold & {names[p.document_id] for p in answer.sources}),
                     "gold_cited": bool(gold & {names[c.passage.document_id] for c in cited}),
                     "refused": done["refused"],
+                    "unsupported_sentences": done["unsupported_sentences"],
                     "best_similarity": answer.best_similarity,
                     "label": label_of(done["answer"]),
                     "gold_label": item["final_decision"],
                     "ttft_ms": (first_token or 0.0) * 1000,
-                    "seconds": time.perf_counter() - start,
+                    "tokens": answer.usage.completion_tokens,
+                    "generating_seconds": seconds - (first_token or seconds),
+                    "seconds": seconds,
                 }
             )
     finally:
         if server:
             server.stop()
     answered = [r for r in rows if not r["refused"]]
-    from retrieval.search import passages_search
-
-    pubmed = [Collection.objects.get(slug="pubmedqa")]
-    off_topic = [
-        passages_search(query=q, collections=pubmed, top_k=1, with_similarity=True).best_similarity
-        for q in OFF_TOPIC
-    ]
-    on_topic = sorted(r["best_similarity"] for r in rows)
 
     def share(key: str, among: list[dict[str, Any]]) -> float:
         return sum(1 for r in among if r[key]) / max(len(among), 1)
 
-    summary = {
+    return {
         "model": llm.pool_for(None).model,
-        "questions": len(rows),
-        "documents": len(corpus),
-        "ingest_seconds": ingest_seconds,
         "gold_retrieved": share("gold_retrieved", answered),
         "gold_cited": share("gold_cited", answered),
         "refused": share("refused", rows),
         "agreement": sum(1 for r in answered if r["label"] == r["gold_label"])
         / max(len(answered), 1),
+        # Sentences citing nothing, per answer.
+        "unsupported": sum(r["unsupported_sentences"] for r in answered) / max(len(answered), 1),
         "ttft_ms": statistics.median(r["ttft_ms"] for r in answered) if answered else 0.0,
+        # Generation speed: tokens over the time from the first token to the last.
+        "tok_s": sum(r["tokens"] for r in answered)
+        / max(sum(r["generating_seconds"] for r in answered), 1e-9),
         "median_seconds": statistics.median(r["seconds"] for r in rows),
-        "threshold": settings.KB_REFUSAL_THRESHOLD,
-        "calibration": {
-            "answerable_best_similarity_p05": on_topic[len(on_topic) // 20],
-            "answerable_best_similarity_min": on_topic[0],
-            "off_topic_best_similarity_max": max(off_topic),
-            "off_topic_best_similarity_median": statistics.median(off_topic),
-            "off_topic_refused": sum(1 for s in off_topic if s < settings.KB_REFUSAL_THRESHOLD)
-            / len(off_topic),
-        },
+        "rows": rows,
     }
-    print(f"model {summary['model']}; {len(rows)} questions over {len(corpus)} abstracts")
-    for key in ("gold_retrieved", "gold_cited", "refused", "agreement"):
-        print(f"{key:<15} {summary[key]:.3f}")
-    print(
-        f"{'ttft_ms':<15} {summary['ttft_ms']:.0f} (median); "
-        f"answer {summary['median_seconds']:.1f} s"
-    )
-    calibration = summary["calibration"]
-    print(
-        f"refusal threshold {settings.KB_REFUSAL_THRESHOLD}: answerable questions' best "
-        f"similarity p05={calibration['answerable_best_similarity_p05']:.3f} "
-        f"min={calibration['answerable_best_similarity_min']:.3f}; off-topic median="
-        f"{calibration['off_topic_best_similarity_median']:.3f} "
-        f"max={calibration['off_topic_best_similarity_max']:.3f}, "
-        f"{calibration['off_topic_refused']:.0%} refused"
-    )
-    print(f"saved {save('answers', {**summary, 'rows': rows})}")
-    print(
-        f"answers gold_retrieved={summary['gold_retrieved']:.3f} "
-        f"gold_cited={summary['gold_cited']:.3f} refused={summary['refused']:.3f} "
-        f"agreement={summary['agreement']:.3f} "
-        f"ttft_ms={summary['ttft_ms']:.0f}"
-    )
+
+
+def calibrate(pubmed: Any, rows: list[dict[str, Any]], threshold: float) -> dict[str, float]:
+    """The refusal threshold against these answerable questions and the off-topic ones."""
+    from retrieval.search import passages_search
+
+    off_topic = [
+        passages_search(
+            query=q, collections=[pubmed], top_k=1, with_similarity=True
+        ).best_similarity
+        for q in OFF_TOPIC
+    ]
+    on_topic = sorted(r["best_similarity"] for r in rows)
+    return {
+        "answerable_best_similarity_p05": on_topic[len(on_topic) // 20],
+        "answerable_best_similarity_min": on_topic[0],
+        "off_topic_best_similarity_max": max(off_topic),
+        "off_topic_best_similarity_median": statistics.median(off_topic),
+        "off_topic_refused": sum(1 for s in off_topic if s < threshold) / len(off_topic),
+    }
 
 
 if __name__ == "__main__":

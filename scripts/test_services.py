@@ -36,6 +36,8 @@ def main() -> None:
     env = dict(os.environ)
     # Every test has its own data folder; the embedding model's ONNX export is made once.
     env.setdefault("KB_MODEL_CACHE_DIR", os.path.abspath(".pytest_cache/kb-models"))
+    # Tests answer with the small bundled model, whatever model this machine serves.
+    env["KB_LOCAL_MODEL"] = "smollm2-135m"
     for name, problem, variable, url in (
         ("PostgreSQL", _postgres_ok(), "DATABASE_URL", DATABASE_URL),
         ("Redis", _redis_ok(), "KB_TEST_REDIS_URL", REDIS_URL),
