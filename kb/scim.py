@@ -25,7 +25,6 @@ from scim2_models import (
     Filter,
     InvalidValueException,
     NotFoundException,
-    NotImplementedException,
     Patch,
     Resource,
     ResourceType,
@@ -292,22 +291,31 @@ class DjangoStorage(ScimStorage):
         *,
         position: Any = None,
     ) -> SearchPage:
-        if len(resource_types) != 1:
-            raise NotImplementedException(detail="Search /Users or /Groups, one at a time.")
-        (resource_type,) = resource_types
+        """One resource type without a filter pages in the database; a filter runs on
+        the rows an indexed equality narrows to (all of them otherwise)."""
         start = search_request.start_index_0 or 0
         stop = None if search_request.count is None else start + search_request.count
         scim_filter = search_request.filter
-        if scim_filter is None:
-            rows = self._rows(resource_type)
-            page = [self._resource(resource_type, row) for row in rows[start:stop]]
+        if scim_filter is None and len(resource_types) == 1:
+            rows = self._rows(resource_types[0])
+            page = [self._resource(resource_types[0], row) for row in rows[start:stop]]
             return SearchPage(total=rows.count(), resources=page)
+        alone = len(resource_types) == 1  # at the root, both types: no narrowing
         found = [
             resource
-            for row in self._narrowed(resource_type, scim_filter).iterator(chunk_size=500)
-            if scim_filter.match(resource := self._resource(resource_type, row))
+            for resource_type in resource_types
+            for resource in self._matching(resource_type, scim_filter, alone=alone)
         ]
         return SearchPage(total=len(found), resources=found[start:stop])
+
+    def _matching(
+        self, resource_type: ResourceType, scim_filter: ScimFilter[Any] | None, *, alone: bool
+    ) -> Iterator[Resource[Any]]:
+        rows = self._narrowed(resource_type, scim_filter) if alone else self._rows(resource_type)
+        for row in rows.iterator(chunk_size=500):
+            resource = self._resource(resource_type, row)
+            if scim_filter is None or scim_filter.match(resource):
+                yield resource
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         with _as_scim_errors():
