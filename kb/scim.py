@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from scim2_models import (
     AuthenticationScheme,
@@ -222,6 +222,8 @@ def _as_scim_errors() -> Iterator[None]:
         yield
     except DirectoryConflict as error:
         raise UniquenessException(detail=str(error)) from error
+    except IntegrityError as error:  # the same name, created by a concurrent request
+        raise UniquenessException(detail="The name was taken meanwhile.") from error
     except ValidationError as error:
         detail = "; ".join(
             f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()
