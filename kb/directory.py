@@ -6,15 +6,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import Group, User
-from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from kb.audit import Actor, audit_record
-from kb.models import ApiToken, Membership, ScimGroup, ScimUser
+from kb.models import ApiToken, Membership, ScimGroup, ScimUser, UserSession
 from kb.principal import Principal
 from kb.services import token_revoke
 
@@ -45,14 +43,11 @@ class UserFields:
 
 
 def _sessions_end(user: User) -> int:
-    """Delete every stored session of `user`; returns how many there were."""
-    keys = [
-        session.session_key
-        for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
-        if session.get_decoded().get(SESSION_KEY) == str(user.pk)
-    ]
-    Session.objects.filter(session_key__in=keys).delete()
-    return len(keys)
+    """Delete every session of `user`; returns how many were live."""
+    sessions = UserSession.objects.filter(user_id=user.pk)
+    live = sessions.filter(expire_date__gt=timezone.now()).count()
+    sessions.delete()
+    return live
 
 
 def user_deactivate(*, user: User, actor: Actor | Principal) -> None:

@@ -3,6 +3,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -286,3 +287,15 @@ class ScimGroup(models.Model):
 
     def __str__(self) -> str:
         return f"SCIM group {self.scim_id}"
+
+
+class UserSession(AbstractBaseSession):
+    """A login session (kb.sessions), findable by its user: deactivation deletes them."""
+
+    user_id = models.BigIntegerField(null=True, db_index=True)
+
+    @classmethod
+    def get_session_store_class(cls) -> type[Any]:
+        from kb.sessions import SessionStore
+
+        return SessionStore

@@ -160,6 +160,8 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# Sessions keep their user's id in a column (kb.sessions): deactivating ends them at once.
+SESSION_ENGINE = "kb.sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 # SECURE_COOKIES: kb is reached over HTTPS. It turns on secure cookies, the redirect to

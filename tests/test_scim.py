@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.contrib.sessions.models import Session
 from django.test import Client
 
 from kb.audit import SYSTEM
-from kb.models import ApiToken, AuditEvent, Collection, Role, ScimUser, TokenScope
+from kb.models import ApiToken, AuditEvent, Collection, Role, ScimUser, TokenScope, UserSession
 from kb.selectors import readable_collection_ids
 from kb.services import member_add, token_create
 from tests.conftest import logged_in, principal
@@ -348,7 +347,7 @@ def test_deactivating_ends_sessions_and_revokes_tokens_at_once(scim, hr, how):
     token, _ = token_create(user=dana, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)
     logged_in(dana)
     other = logged_in(User.objects.get(username="bob"))
-    assert Session.objects.count() == 2
+    assert UserSession.objects.count() == 2
     if how == "patch":
         operation = {"op": "replace", "path": "active", "value": False}
         send(scim, "PATCH", f"Users/{body['id']}", patch(operation))
@@ -356,7 +355,7 @@ def test_deactivating_ends_sessions_and_revokes_tokens_at_once(scim, hr, how):
         send(scim, "PUT", f"Users/{body['id']}", okta_user("dana@example.com", active=False))
     else:
         send(scim, "DELETE", f"Users/{body['id']}")
-    assert Session.objects.count() == 1  # bob's stays
+    assert UserSession.objects.count() == 1  # bob's stays
     assert other.get("/api/v1/collections").status_code == 200
     live = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True)
     assert not live.exists()  # revoked, or (delete) gone with its user
@@ -395,5 +394,5 @@ def test_unticking_active_in_the_admin_deactivates(db, hr, bob, settings):
     assert token.revoked_at is not None
     row = AuditEvent.objects.get(action="user.deactivate")
     assert (row.actor_name, row.detail["sessions_ended"]) == ("root", 1)
-    assert Session.objects.count() == 1  # the administrator's own
+    assert UserSession.objects.count() == 1  # the administrator's own
     assert ScimUser.objects.count() == 0

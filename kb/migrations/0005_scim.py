@@ -1,4 +1,4 @@
-# SCIM provisioning (kb.scim): the ids and data only SCIM keeps.
+# SCIM provisioning (kb.scim): the ids and data only SCIM keeps; sessions by user.
 
 import django.db.models.deletion
 import kb.models
@@ -15,6 +15,20 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.CreateModel(
+            name='UserSession',
+            fields=[
+                ('session_key', models.CharField(max_length=40, primary_key=True, serialize=False, verbose_name='session key')),
+                ('session_data', models.TextField(verbose_name='session data')),
+                ('expire_date', models.DateTimeField(db_index=True, verbose_name='expire date')),
+                ('user_id', models.BigIntegerField(db_index=True, null=True)),
+            ],
+            options={
+                'verbose_name': 'session',
+                'verbose_name_plural': 'sessions',
+                'abstract': False,
+            },
+        ),
         migrations.CreateModel(
             name='ScimGroup',
             fields=[
