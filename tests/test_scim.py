@@ -396,3 +396,14 @@ def test_unticking_active_in_the_admin_deactivates(db, hr, bob, settings):
     assert (row.actor_name, row.detail["sessions_ended"]) == ("root", 1)
     assert UserSession.objects.count() == 1  # the administrator's own
     assert ScimUser.objects.count() == 0
+
+
+def test_a_password_login_is_findable_by_its_user(db, bob):
+    client = Client()
+    response = client.post("/login/", {"username": "bob", "password": "bob-pass-123"})
+    assert response.status_code == 302
+    (session,) = UserSession.objects.all()
+    assert session.user_id == bob.pk
+    assert session.session_key == client.session.session_key
+    client.post("/logout/")
+    assert not UserSession.objects.exists()
