@@ -3,11 +3,13 @@
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from kb import services
+from kb import directory, services
 from kb.audit import audit_record
 from kb.models import (
     ApiToken,
@@ -150,5 +152,20 @@ class ModelProfileAdmin(admin.ModelAdmin[ModelProfile]):
             )
 
 
+class KbUserAdmin(UserAdmin[User]):
+    """Unticking "active" deactivates as SCIM does: sessions ended, tokens revoked, audited."""
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        toggled = change and "is_active" in form.changed_data
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if toggled and not obj.is_active:
+                directory.user_deactivate(user=obj, actor=session_principal(request))
+            elif toggled:
+                directory.user_activate(user=obj, actor=session_principal(request))
+
+
+admin.site.unregister(User)
+admin.site.register(User, KbUserAdmin)
 admin.site.register(ServiceAccount, ReadOnlyAdmin)
 admin.site.site_header = "kb administration"

@@ -1,7 +1,9 @@
+import uuid
 from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -249,3 +251,51 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"audit checkpoint at seq {self.seq}"
+
+
+def _scim_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ScimUser(models.Model):
+    """A user provisioned by an identity provider over SCIM (kb.scim): the id the provider
+    knows it by, and what only SCIM keeps. The rest lives on the Django user."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scim"
+    )
+    scim_id = models.CharField(max_length=32, unique=True, default=_scim_id)
+    external_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # As provisioned: [{"value", "type", "primary"}]; the primary (or first) is User.email.
+    emails = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"SCIM user {self.scim_id}"
+
+
+class ScimGroup(models.Model):
+    """A Django group provisioned over SCIM: roles given to it on collections follow the
+    identity provider's membership."""
+
+    group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="scim")
+    scim_id = models.CharField(max_length=32, unique=True, default=_scim_id)
+    external_id = models.CharField(max_length=255, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"SCIM group {self.scim_id}"
+
+
+class UserSession(AbstractBaseSession):
+    """A login session (kb.sessions), findable by its user: deactivation deletes them."""
+
+    user_id = models.BigIntegerField(null=True, db_index=True)
+
+    @classmethod
+    def get_session_store_class(cls) -> type[Any]:
+        from kb.sessions import SessionStore
+
+        return SessionStore

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from retrieval import local_models
@@ -160,6 +161,8 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# Sessions keep their user's id in a column (kb.sessions): deactivating ends them at once.
+SESSION_ENGINE = "kb.sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 # SECURE_COOKIES: kb is reached over HTTPS. It turns on secure cookies, the redirect to
@@ -182,6 +185,15 @@ X_FRAME_OPTIONS = "DENY"
 KB_METRICS_ALLOWED_NETWORKS = env_networks("KB_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 KB_METRICS_TOKEN = env_secret("KB_METRICS_TOKEN") or ""
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+
+# SCIM provisioning (/scim/v2, kb.scim): the identity provider's bearer token, at least
+# 32 characters (or KB_SCIM_TOKEN_FILE). Unset, the SCIM endpoints answer 404.
+KB_SCIM_TOKEN = env_secret("KB_SCIM_TOKEN") or ""
+if KB_SCIM_TOKEN and len(KB_SCIM_TOKEN) < 32:
+    raise ImproperlyConfigured(
+        f"KB_SCIM_TOKEN must be at least 32 characters, not {len(KB_SCIM_TOKEN)}: "
+        "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    )
 
 # Services. Empty means the embedded default.
 REDIS_URL = env_secret("REDIS_URL") or ""  # or REDIS_URL_FILE: it holds the password

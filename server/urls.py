@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from kb import views
+from kb import scim_views, views
 from server import console, monitoring
 from server.api import api, openai_api
 
@@ -17,6 +17,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("v1/", openai_api.urls),
+    path("scim/v2", scim_views.scim),
+    path("scim/v2/<path:path>", scim_views.scim),
     path("audit/", console.audit, name="audit"),
     path("audit/export", console.audit_download, name="audit-export"),
     path("audit/<id:seq>", console.audit_event, name="audit-event"),

@@ -174,3 +174,62 @@ def test_the_openai_paths_never_show_secret_passages(worlds, bob, charlie, llm_a
             {"model": "kb:finance", "messages": [{"role": "user", "content": "Globex?"}]},
         )
         assert chat.status_code == 404 and "Globex" not in chat.content.decode()
+
+
+def _reads_hr(client: Client) -> list[int]:
+    """Status codes of the read paths: collections, search, a passage, the OpenAI models."""
+    return [
+        client.get("/api/v1/collections/hr").status_code,
+        post(client, "/api/v1/search", {"query": "merger", "collections": ["hr"]}).status_code,
+        client.get("/v1/models").status_code,
+    ]
+
+
+def _deactivated_by(how: str, user, settings) -> None:
+    from kb.directory import user_deactivate
+
+    if how == "service":
+        user_deactivate(user=user, actor=SYSTEM)
+        return
+    # The identity provider over SCIM: the user it provisioned, turned off by PATCH.
+    settings.KB_SCIM_TOKEN = "t" * 40
+    scim = Client(HTTP_AUTHORIZATION=f"Bearer {settings.KB_SCIM_TOKEN}")
+    operations = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+    }
+    response = scim.patch(
+        f"/scim/v2/Users/{user.scim.scim_id}",
+        json.dumps(operations),
+        content_type="application/scim+json",
+    )
+    assert response.status_code in (200, 204), response.content
+
+
+@pytest.mark.parametrize("how", ["service", "scim"])
+def test_a_deactivated_users_session_and_token_are_refused_on_the_next_request(
+    worlds, hr, alice, charlie, settings, how
+):
+    from django.contrib.auth.models import User
+
+    from kb.directory import SCIM_ACTOR, UserFields, user_activate, user_provision
+
+    dana = user_provision(fields=UserFields(username="dana"), actor=SCIM_ACTOR).user
+    member_add(collection=hr, user=dana, role=Role.READER, actor=SYSTEM)
+    _, secret = token_create(user=dana, collections=[hr], scope=TokenScope.READ, actor=SYSTEM)
+    session = logged_in(dana)
+    token = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    bystanders = [logged_in(alice), logged_in(charlie)]
+    assert _reads_hr(session) == _reads_hr(token) == [200, 200, 200]
+
+    _deactivated_by(how, User.objects.get(pk=dana.pk), settings)
+
+    assert _reads_hr(session) == [401, 401, 401]
+    assert _reads_hr(token) == [401, 401, 401]
+    assert session.get("/collections/").status_code == 302  # to the login page
+    assert "Globex" not in session.get("/search?q=merger").content.decode()
+    # Turned on again, they log in afresh: the old session and token stay dead.
+    user_activate(user=User.objects.get(pk=dana.pk), actor=SYSTEM)
+    assert _reads_hr(session) == _reads_hr(token) == [401, 401, 401]
+    # The others were not touched.
+    assert [c.get("/api/v1/collections").status_code for c in bystanders] == [200, 200]
