@@ -179,6 +179,8 @@ if OIDC_ISSUER:
         raise ImproperlyConfigured(
             "OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET (or _FILE) are needed too"
         )
+    if "openid" not in OIDC_RP_SCOPES.split():
+        raise ImproperlyConfigured(f"OIDC_SCOPES must include openid, not {OIDC_RP_SCOPES!r}")
     _issuer = urlsplit(OIDC_ISSUER)
     if not (
         _issuer.scheme == "https"

@@ -298,6 +298,16 @@ def test_a_callback_is_used_once(sso):
     assert rows("auth.login_refused")[-1].detail["reason"] == "bad_state"
 
 
+def test_a_sign_in_the_provider_ends_with_an_error_is_refused(sso):
+    client = Client()
+    start = client.get("/oidc/authenticate/")
+    state = parse_qs(urlsplit(start["Location"]).query)["state"][0]
+    # What the provider answers when the person cancels or does not consent.
+    answer = client.get("/oidc/callback/", {"error": "access_denied", "state": state})
+    row = refused(answer, "provider_error")
+    assert row.detail["cause"].startswith("access_denied")
+
+
 def test_a_local_account_is_not_taken_over(sso, alice):
     with httpx.Client() as browser:
         row = refused(sso_login(Client(), browser, "alice"), "name_taken")
@@ -396,6 +406,7 @@ def test_settings_come_from_the_environment(tmp_path):
     for env, message in (
         (sso_env, "OIDC_CLIENT_ID and OIDC_CLIENT_SECRET"),
         ({**sso_env, "OIDC_CLIENT_SECRET": "s", "OIDC_ISSUER": "http://id.example.com"}, "https"),
+        ({**sso_env, "OIDC_CLIENT_SECRET": "s", "OIDC_SCOPES": "email"}, "must include openid"),
         ({**base, "KB_PASSWORD_LOGIN": "false"}, "KB_PASSWORD_LOGIN=false needs OIDC_ISSUER"),
     ):
         failed = manage(env, "check")
