@@ -255,7 +255,7 @@ def refused(answer: Any, reason: str) -> AuditEvent:
     assert "_auth_user_id" not in answer.wsgi_request.session
     (row,) = rows("auth.login_refused")
     assert (row.outcome, row.detail["method"], row.detail["reason"]) == ("denied", "sso", reason)
-    assert not rows("auth.login")
+    assert AuditEvent.objects.order_by("seq").last() == row  # and no login after it
     return row
 
 
@@ -306,6 +306,16 @@ def test_a_sign_in_the_provider_ends_with_an_error_is_refused(sso):
     answer = client.get("/oidc/callback/", {"error": "access_denied", "state": state})
     row = refused(answer, "provider_error")
     assert row.detail["cause"].startswith("access_denied")
+
+
+def test_a_disabled_user_is_let_in_neither_by_the_session_nor_by_the_provider(sso):
+    client = Client()
+    with httpx.Client() as browser:
+        sso_login(client, browser, "ada")
+        assert client.get("/collections/").status_code == 200
+        User.objects.filter(username="ada").update(is_active=False)
+        assert client.get("/collections/").status_code == 302  # the session is over
+        refused(sso_login(Client(), browser, "ada"), "account_disabled")
 
 
 def test_a_local_account_is_not_taken_over(sso, alice):
