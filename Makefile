@@ -55,10 +55,14 @@ lint: dev
 	$(BIN)/mypy .
 
 # The browser tests drive Debian's chromium (playwright's own download is not used);
-# tests/test_offline.py watches every connection through strace.
+# tests/test_offline.py watches every connection through strace; tests/test_oidc.py runs
+# a real OpenID Connect provider (the npm package oidc-provider, on Node.js 20 or newer).
 tools:
 	@command -v chromium >/dev/null && command -v strace >/dev/null || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium strace; }
+	@[ -d tests/oidc/node_modules ] || { command -v npm >/dev/null || \
+		{ echo "make test needs Node.js 20 or newer, with npm, for tests/test_oidc.py" >&2; \
+		exit 1; }; npm ci --prefix tests/oidc --no-audit --no-fund; }
 
 test: lint tools
 	$(BIN)/python scripts/test_services.py $(BIN)/pytest

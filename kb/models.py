@@ -127,6 +127,27 @@ class ServiceAccount(models.Model):
         return str(self.user)
 
 
+class SsoIdentity(models.Model):
+    """The single sign-on identity a user logs in with (kb.sso): the provider's issuer and
+    the subject it gives the person, the one pair OpenID Connect promises is stable and
+    never reassigned. A user name or an e-mail address can change hands; this cannot."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="sso_identity_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.subject} at {self.issuer}"
+
+
 class TokenScope(models.TextChoices):
     READ = "read", "read"
     READ_WRITE = "read-write", "read-write"

@@ -8,13 +8,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from kb.audit import Actor, audit_record
-from kb.models import ApiToken, Collection, Membership, Role, ServiceAccount, TokenScope
+from kb.models import (
+    ApiToken,
+    Collection,
+    Membership,
+    Role,
+    ServiceAccount,
+    SsoIdentity,
+    TokenScope,
+)
 from kb.principal import Principal
 from kb.selectors import readable_collection_ids
 
@@ -50,6 +59,92 @@ def user_create(
             detail={"user": username, "superuser": superuser, "service_account": service_account},
         )
     return user, True
+
+
+class LoginRefused(Exception):
+    """A login that must not happen: `reason` is a short code for the audit row, `message`
+    tells the person what to do; `cause` is for the audit row and the log only."""
+
+    def __init__(self, reason: str, message: str, *, cause: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.message, self.cause, self.name = reason, message, cause, name
+
+
+def sso_login(
+    *, issuer: str, subject: str, username: str, email: str, groups: Sequence[str]
+) -> tuple[User, bool]:
+    """The user behind a single sign-on identity, created on its first login, with its
+    e-mail address and the groups that single sign-on manages (those named with
+    OIDC_GROUP_PREFIX) brought in line with the provider's: added and removed, audited.
+    Groups without the prefix are kb's own and stay as they are. Returns (user, created)."""
+    prefix = settings.OIDC_GROUP_PREFIX
+    wanted = {prefix + name for name in groups if len(prefix + name) <= _GROUP_NAME_MAX}
+    with transaction.atomic():
+        identity = (
+            SsoIdentity.objects.select_for_update()
+            .select_related("user")
+            .filter(issuer=issuer, subject=subject)
+            .first()
+        )
+        created = identity is None
+        if identity is None:
+            user = _sso_user_create(issuer=issuer, subject=subject, username=username, email=email)
+        else:
+            user = identity.user
+            if not user.is_active:
+                raise LoginRefused(
+                    "account_disabled",
+                    "Your kb account is disabled. Ask an administrator.",
+                    name=user.username,
+                )
+            if email and user.email != email:
+                user.email = email
+                user.save(update_fields=["email"])
+        actor = Actor(type="user", id=user.pk, name=user.username)
+        managed = {group.name: group for group in user.groups.filter(name__startswith=prefix)}
+        added, removed = sorted(wanted - managed.keys()), sorted(managed.keys() - wanted)
+        user.groups.add(*(Group.objects.get_or_create(name=name)[0] for name in added))
+        user.groups.remove(*(managed[name] for name in removed))
+        if added or removed:
+            audit_record(
+                action="user.groups_sync",
+                actor=actor,
+                detail={"user": user.username, "added": added, "removed": removed, "via": "sso"},
+            )
+    return user, created
+
+
+_GROUP_NAME_MAX = Group._meta.get_field("name").max_length or 150
+
+
+def _sso_user_create(*, issuer: str, subject: str, username: str, email: str) -> User:
+    taken = User.objects.filter(username__iexact=username).exists()
+    break_glass = settings.KB_BREAK_GLASS_USER.lower()
+    if taken or (break_glass and username.lower() == break_glass):
+        raise LoginRefused(
+            "name_taken",
+            f"The user name {username!r} belongs to another kb account. Ask an administrator.",
+            name=username,
+        )
+    user = User(username=username, email=email)
+    try:
+        user.full_clean(exclude=["password"])
+    except ValidationError as error:
+        raise LoginRefused(
+            "bad_claim",
+            "The identity provider sent a user name or e-mail address kb cannot use.",
+            cause="; ".join(error.messages),
+            name=username,
+        ) from None
+    user.set_unusable_password()  # only the provider logs this user in
+    user.save()
+    SsoIdentity.objects.create(user=user, issuer=issuer, subject=subject)
+    audit_record(
+        action="user.create",
+        actor=Actor(type="user", id=user.pk, name=username),
+        detail={"user": username, "superuser": False, "service_account": False, "sso": issuer},
+    )
+    return user
 
 
 def collection_create(

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from kb import login_limit, request_context, services
+from kb import login_limit, request_context, services, sso
 from kb.audit import anonymous, audit_record
 from kb.forms import CollectionSettingsForm, MemberForm, TokenForm
 from kb.models import ApiToken, Membership, Outcome, Role, TokenScope
@@ -28,8 +28,24 @@ class LoginView(auth_views.LoginView):
     template_name = "kb/login.html"
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(**kwargs) | sso.sso_context()
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         username = request.POST.get("username", "")
+        if not sso.password_login_allowed(username):
+            # Single sign-on only; the password is not even checked (kb.sso.PasswordBackend
+            # would refuse it too).
+            audit_record(
+                action="auth.login_refused",
+                actor=anonymous(username),
+                outcome=Outcome.DENIED,
+                detail={"method": "password", "reason": "password_login_off"},
+            )
+            form = self.get_form_class()(self.request, initial={"username": username})
+            refusal = "Password login is off: log in with single sign-on."
+            context = self.get_context_data(form=form, refusal=refusal)
+            return self.render_to_response(context, status=403)
         if login_limit.login_blocked(request_context.current().client_ip, username):
             audit_record(
                 action="auth.login_throttled", actor=anonymous(username), outcome=Outcome.DENIED

@@ -7,6 +7,7 @@ a broker on the file system, no servers to install.
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -139,6 +140,58 @@ LOGOUT_REDIRECT_URL = "/login/"
 KB_LOGIN_MAX_FAILURES = env_int("KB_LOGIN_MAX_FAILURES", 5, minimum=1)
 KB_LOGIN_MAX_FAILURES_PER_IP = env_int("KB_LOGIN_MAX_FAILURES_PER_IP", 30, minimum=1)
 KB_LOGIN_WINDOW_SECONDS = env_int("KB_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+
+# Single sign-on (kb.sso): OpenID Connect's authorization code flow with PKCE, through
+# mozilla-django-oidc. Off while OIDC_ISSUER is unset. The provider's endpoints come from
+# its discovery document under OIDC_ISSUER, fetched on first use.
+OIDC_ISSUER = env_str("OIDC_ISSUER").strip()
+OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID").strip()
+OIDC_RP_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET") or ""
+OIDC_RP_SCOPES = " ".join(env_str("OIDC_SCOPES", "openid email profile").split())
+OIDC_RP_SIGN_ALGO = env_choice(
+    "OIDC_SIGN_ALGO", "rs256", ("rs256", "rs384", "rs512", "es256", "es384", "es512")
+).upper()
+OIDC_TOKEN_USE_BASIC_AUTH = (
+    env_choice(
+        "OIDC_TOKEN_AUTH_METHOD",
+        "client_secret_basic",
+        ("client_secret_basic", "client_secret_post"),
+    )
+    == "client_secret_basic"
+)
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_EMAIL_CLAIM = env_str("OIDC_EMAIL_CLAIM", "email")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+# The kb groups that single sign-on manages: each directory group G is the kb group
+# PREFIX + G, and a login adds and removes only groups with the prefix.
+OIDC_GROUP_PREFIX = env_str("OIDC_GROUP_PREFIX", "sso:")
+# E-mail domains that may log in (exact, lower case); empty: any.
+OIDC_ALLOWED_DOMAINS = [domain.lower().lstrip("@") for domain in env_list("OIDC_ALLOWED_DOMAINS")]
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 10.0)
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True  # the id_token_hint of the provider's logout
+OIDC_OP_LOGOUT_URL_METHOD = "kb.sso.provider_logout_url"
+# Password login for everyone, or (false) only for the break-glass administrator.
+KB_PASSWORD_LOGIN = env_bool("KB_PASSWORD_LOGIN", True)
+KB_BREAK_GLASS_USER = env_str("KB_BREAK_GLASS_USER").strip()
+AUTHENTICATION_BACKENDS = ["kb.sso.PasswordBackend", "kb.sso.OidcBackend"]
+if OIDC_ISSUER:
+    if not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+        raise ImproperlyConfigured(
+            "OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET (or _FILE) are needed too"
+        )
+    if "openid" not in OIDC_RP_SCOPES.split():
+        raise ImproperlyConfigured(f"OIDC_SCOPES must include openid, not {OIDC_RP_SCOPES!r}")
+    _issuer = urlsplit(OIDC_ISSUER)
+    if not (
+        _issuer.scheme == "https"
+        or (_issuer.scheme == "http" and _issuer.hostname in ("127.0.0.1", "localhost", "::1"))
+    ):
+        raise ImproperlyConfigured(
+            f"OIDC_ISSUER must be an https:// address (http only on loopback), not {OIDC_ISSUER!r}"
+        )
+elif not KB_PASSWORD_LOGIN:
+    raise ImproperlyConfigured("KB_PASSWORD_LOGIN=false needs OIDC_ISSUER: else nobody logs in")
 
 # The audit trail's row hashes are keyed, and its newest head is kept outside the
 # database (kb.audit_anchor). Keep both where a database writer cannot reach: by default

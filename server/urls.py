@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from mozilla_django_oidc.views import OIDCLogoutView
 
-from kb import scim_views, views
+from kb import scim_views, sso, views
 from server import console, monitoring
 from server.api import api, openai_api
 
@@ -13,7 +13,11 @@ urlpatterns = [
     # One login page for everyone, the rate-limited one (the admin's included).
     path("login/", views.LoginView.as_view(), name="login"),
     path("admin/login/", views.LoginView.as_view()),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Logging out also ends the identity provider's session after a single sign-on login.
+    path("logout/", OIDCLogoutView.as_view(), name="logout"),
+    # Single sign-on (kb.sso): 404 while OIDC_ISSUER is unset.
+    path("oidc/authenticate/", sso.AuthenticateView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", sso.CallbackView.as_view(), name="oidc_authentication_callback"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("v1/", openai_api.urls),

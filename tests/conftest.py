@@ -115,6 +115,20 @@ def eng(alice: User) -> Collection:
     return collection
 
 
+# Debian's chromium, driven by playwright (its own browser download is never used), kept
+# off the network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
 def principal(user: User) -> Principal:
     return Principal(user=user)
 

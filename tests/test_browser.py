@@ -12,22 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PARKING, REQUIRE_SERVICES, free_port, kb_serve
+from tests.conftest import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    PARKING,
+    REQUIRE_SERVICES,
+    free_port,
+    kb_serve,
+)
 from tests.files import make
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS = {"root": "root-pass-4821", "charlie": "charlie-pass-4821"}
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 pytestmark = pytest.mark.browser
 if not Path(CHROMIUM).exists() and not REQUIRE_SERVICES:
