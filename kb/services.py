@@ -88,18 +88,20 @@ def sso_login(
         )
         created = identity is None
         if identity is None:
-            user = _sso_user_create(issuer=issuer, subject=subject, username=username, email=email)
+            user = _sso_user_link(
+                issuer=issuer, subject=subject, username=username
+            ) or _sso_user_create(issuer=issuer, subject=subject, username=username, email=email)
         else:
             user = identity.user
-            if not user.is_active:
-                raise LoginRefused(
-                    "account_disabled",
-                    "Your kb account is disabled. Ask an administrator.",
-                    name=user.username,
-                )
-            if email and user.email != email:
-                user.email = email
-                user.save(update_fields=["email"])
+        if not user.is_active:
+            raise LoginRefused(
+                "account_disabled",
+                "Your kb account is disabled. Ask an administrator.",
+                name=user.username,
+            )
+        if email and user.email != email:
+            user.email = email
+            user.save(update_fields=["email"])
         actor = Actor(type="user", id=user.pk, name=user.username)
         managed = {group.name: group for group in user.groups.filter(name__startswith=prefix)}
         added, removed = sorted(wanted - managed.keys()), sorted(managed.keys() - wanted)
@@ -115,6 +117,24 @@ def sso_login(
 
 
 _GROUP_NAME_MAX = Group._meta.get_field("name").max_length or 150
+
+
+def _sso_user_link(*, issuer: str, subject: str, username: str) -> User | None:
+    """The account the directory provisioned over SCIM for this user name, on its first
+    single sign-on: the identity provider vouches for both, so it is this person's. Any
+    other account of that name stays refused (`_sso_user_create`)."""
+    user = User.objects.filter(
+        username__iexact=username, scim__isnull=False, sso_identity__isnull=True
+    ).first()
+    if user is None:
+        return None
+    SsoIdentity.objects.create(user=user, issuer=issuer, subject=subject)
+    audit_record(
+        action="user.sso_link",
+        actor=Actor(type="user", id=user.pk, name=user.username),
+        detail={"user": user.username, "sso": issuer, "via": "scim"},
+    )
+    return user
 
 
 def _sso_user_create(*, issuer: str, subject: str, username: str, email: str) -> User:

@@ -326,6 +326,24 @@ def test_a_local_account_is_not_taken_over(sso, alice):
     assert Client().login(username="alice", password="alice-pass-123")
 
 
+def test_a_user_the_directory_provisioned_signs_in_to_that_account(sso):
+    from kb.directory import SCIM_ACTOR, UserFields, user_deactivate, user_provision
+
+    group_reads("eng", "sso:engineering")
+    ada = user_provision(fields=UserFields(username="ada"), actor=SCIM_ACTOR).user
+    client = Client()
+    with httpx.Client() as browser:
+        sso_login(client, browser, "ada")
+    assert client.session["_auth_user_id"] == str(ada.pk)
+    assert SsoIdentity.objects.get(user=ada).subject == "ada"
+    assert User.objects.filter(username__iexact="ada").count() == 1
+    assert [row.detail["via"] for row in rows("user.sso_link")] == ["scim"]
+    assert readable(ada) == {"eng"}
+    user_deactivate(user=ada, actor=SCIM_ACTOR)
+    with httpx.Client() as browser:
+        refused(sso_login(Client(), browser, "ada"), "account_disabled")
+
+
 def test_password_login_off_but_for_the_break_glass_administrator(sso, settings, alice):
     settings.KB_PASSWORD_LOGIN = False
     settings.KB_BREAK_GLASS_USER = "root"
