@@ -190,7 +190,7 @@ class Answer:
                 },
                 rewritten_query=self.rewrite.query if self.rewrite.how else "",
             )
-            if self.model:
+            if self.model and not self.unavailable:  # the model was reached
                 self._usage_record()
         metrics.QUERIES.labels("ask", outcome).inc()
         metrics.TOKENS_GENERATED.inc(self.usage.completion_tokens)

@@ -343,6 +343,7 @@ def test_under_the_budget_the_question_goes_to_the_model(docs, bob, hr, settings
     spent_today(bob, [hr], 99)
     used(bob, [hr], prompt=500, completion=0, at=datetime.now(UTC) - timedelta(days=1))
     assert post(logged_in(bob), "/api/v1/ask", {"question": QUESTION}).status_code == 503
+    assert AnswerUsage.objects.count() == 2  # a model that never answered costs nothing
 
 
 def test_a_spent_collection_budget_names_the_collection(docs, bob, alice, hr, settings, llm_at):
