@@ -12,7 +12,7 @@ from django.db import transaction
 from django.http import Http404
 
 from kb import metrics, request_context
-from kb.audit import audit_record
+from kb.audit import audit_record, one_writer
 from kb.models import Collection, ModelProfile, Outcome
 from kb.principal import Principal
 from retrieval import followup, llm, prompting, usage
@@ -169,7 +169,8 @@ class Answer:
         }
 
     def _audit(self, outcome: str, error: str) -> None:
-        with request_context.using(self.info), transaction.atomic():
+        # The usage row goes in the audit row's transaction (one writer at a time on SQLite).
+        with request_context.using(self.info), one_writer(), transaction.atomic():
             audit_record(
                 action="ask",
                 actor=self.principal,
