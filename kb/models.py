@@ -2,7 +2,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -45,12 +45,17 @@ class ModelProfile(models.Model):
     is_local = models.BooleanField(default=True)
     # What an answer costs, in the operator's currency (kb.usage): per million tokens.
     price_prompt_per_million = models.DecimalField(
-        max_digits=12, decimal_places=4, default=0, help_text="Price of a million prompt tokens."
+        max_digits=12,
+        decimal_places=4,
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Price of a million prompt tokens.",
     )
     price_completion_per_million = models.DecimalField(
         max_digits=12,
         decimal_places=4,
         default=0,
+        validators=[MinValueValidator(0)],
         help_text="Price of a million completion (answer) tokens.",
     )
 
