@@ -264,6 +264,14 @@ def usage_range(period: Period, since: date | None, until: date | None) -> tuple
     return since, until
 
 
+def periods_between(period: Period, since: date, until: date) -> list[str]:
+    """Every day (2026-12-05) or month (2026-12) from `since` to `until`, in order."""
+    if period == "day":
+        return [str(since + timedelta(days=n)) for n in range((until - since).days + 1)]
+    first, last = since.year * 12 + since.month - 1, until.year * 12 + until.month - 1
+    return [f"{n // 12:04d}-{n % 12 + 1:02d}" for n in range(first, last + 1)]
+
+
 def usage_totals(
     *,
     visible: set[int] | None,

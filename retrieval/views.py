@@ -1,6 +1,7 @@
 """Pages: ask (streamed, cited answers in conversations), search, the cited passage, and
 the original file behind it."""
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -204,15 +205,18 @@ class UsageForm(forms.Form):
 CHART_WIDTH, CHART_HEIGHT = 640, 160
 
 
-def usage_chart(totals: list[usage.UsageTotal]) -> list[dict[str, Any]]:
-    """A bar a period (its tokens, all keys together), scaled for the page's inline SVG."""
-    periods: dict[str, int] = {}
-    for total in totals:
-        periods[total.period] = periods.get(total.period, 0) + total.total_tokens
-    if not periods:
+def usage_chart(report: usage.UsageReport) -> list[dict[str, Any]]:
+    """A bar a period of the report's dates (its tokens, all keys together; empty
+    periods too), scaled for the page's inline SVG; about six of them labelled."""
+    periods = dict.fromkeys(usage.periods_between(report.period, report.since, report.until), 0)
+    for total in report.totals:
+        periods[total.period] += total.total_tokens
+    if not any(periods.values()):
         return []
-    top = max(periods.values()) or 1
+    top = max(periods.values())
     step = CHART_WIDTH / len(periods)
+    every = math.ceil(len(periods) / 6)
+    last = len(periods) - 1
     return [
         {
             "period": period,
@@ -221,6 +225,10 @@ def usage_chart(totals: list[usage.UsageTotal]) -> list[dict[str, Any]]:
             "width": round(step * 0.8, 1),
             "height": round(tokens / top * (CHART_HEIGHT - 20), 1),
             "y": round(CHART_HEIGHT - tokens / top * (CHART_HEIGHT - 20), 1),
+            # The last label ends at its bar's right edge, inside the picture.
+            "label": (i % every == 0 and i <= last - every) or i == last,
+            "label_x": round((i + 0.9) * step, 1) if i == last else round(i * step + step * 0.1, 1),
+            "anchor": "end" if i == last else "start",
         }
         for i, (period, tokens) in enumerate(periods.items())
     ]
@@ -253,7 +261,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
             "form": form,
             "report": report,
             "sum": usage.usage_sum(report.totals),
-            "chart": usage_chart(report.totals),
+            "chart": usage_chart(report),
             "chart_width": CHART_WIDTH,
             "chart_height": CHART_HEIGHT,
         },
