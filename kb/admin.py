@@ -37,7 +37,7 @@ class MembershipInline(admin.TabularInline[Membership, Collection]):
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin[Collection]):
-    list_display = ("slug", "name", "created_at")
+    list_display = ("slug", "name", "budget_tokens_per_month", "created_at")
     search_fields = ("slug", "name")
     inlines = [MembershipInline]
 
@@ -140,7 +140,13 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 @admin.register(ModelProfile)
 class ModelProfileAdmin(admin.ModelAdmin[ModelProfile]):
-    list_display = ("name", "model", "is_local")
+    list_display = (
+        "name",
+        "model",
+        "is_local",
+        "price_prompt_per_million",
+        "price_completion_per_million",
+    )
 
     def save_model(self, request: HttpRequest, obj: ModelProfile, form: Any, change: bool) -> None:
         with transaction.atomic():

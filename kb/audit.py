@@ -127,7 +127,7 @@ _sqlite_writer = threading.Lock()
 
 
 @contextmanager
-def _one_writer() -> Iterator[None]:
+def one_writer() -> Iterator[None]:
     if connection.vendor != "sqlite" or connection.in_atomic_block:
         yield  # a transaction that is already open holds SQLite's lock already
         return
@@ -166,7 +166,7 @@ def audit_record(
     if isinstance(actor, Principal):
         actor = Actor.of(actor)
     info = request_context.current()
-    with _one_writer(), transaction.atomic():
+    with one_writer(), transaction.atomic():
         # Taking the head row's lock first serialises writers on PostgreSQL and SQLite.
         AuditChainHead.objects.filter(pk=1).update(seq=F("seq") + 1)
         head = AuditChainHead.objects.get(pk=1)

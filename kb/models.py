@@ -4,7 +4,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.sessions.base_session import AbstractBaseSession
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -45,6 +45,21 @@ class ModelProfile(models.Model):
         max_length=100, blank=True, help_text="Name of the environment variable with the key."
     )
     is_local = models.BooleanField(default=True)
+    # What an answer costs, in the operator's currency (kb.usage): per million tokens.
+    price_prompt_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Price of a million prompt tokens.",
+    )
+    price_completion_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Price of a million completion (answer) tokens.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -72,6 +87,12 @@ class Collection(models.Model):
     )
     sensitive = models.BooleanField(
         default=False, help_text="Only models marked local may answer over this collection."
+    )
+    budget_tokens_per_month = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens its answers may use per calendar month (UTC); "
+        "empty: KB_BUDGET_COLLECTION_TOKENS_PER_MONTH; 0: unlimited.",
     )
 
     class Meta:

@@ -8,7 +8,7 @@ cursor is the last row's sort key, encoded; a caller treats it as opaque.
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from django.core.exceptions import ValidationError
@@ -17,6 +17,7 @@ from ninja.errors import HttpError
 from ninja.params.functions import Query
 
 M = TypeVar("M", bound=Model)
+T = TypeVar("T")
 # The two query parameters of every list.
 Limit = Annotated[int, Query(50, ge=1, le=500)]
 Cursor = Annotated[str | None, Query(None, max_length=1000)]
@@ -72,3 +73,25 @@ def _decode(cursor: str, size: int) -> list[Any]:
 
 def _invalid() -> HttpError:
     return HttpError(400, "The cursor is not valid: pass back a next_cursor as it came.")
+
+
+def page_items(
+    items: Sequence[T],
+    *,
+    key: Callable[[T], list[Any]],
+    width: int,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[T], str | None]:
+    """The same pages over rows already made in memory (totals, say), sorted by `key`
+    (`width` values, together unique): the rows after the cursor's key."""
+    rows = list(items)
+    if cursor:
+        last = _decode(cursor, width)
+        try:
+            rows = [row for row in rows if key(row) > last]
+        except TypeError:  # a cursor's value of another type
+            raise _invalid() from None
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], _encode(key(rows[limit - 1]))

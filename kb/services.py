@@ -189,6 +189,7 @@ COLLECTION_SETTINGS = (
     "refusal_message",
     "model_profile",
     "sensitive",
+    "budget_tokens_per_month",  # administrators only: the Admin, not the owners' page
 )
 
 

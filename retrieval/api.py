@@ -14,7 +14,7 @@ from ninja import Field, Router, Schema
 from kb.api_auth import principal_of
 from kb.api_errors import error_body, error_response
 from kb.ids import ID_MAX
-from retrieval import services
+from retrieval import services, usage
 from retrieval.citations import Citation
 from retrieval.llm import LlmUnavailable
 from retrieval.search import Passage
@@ -128,6 +128,13 @@ def _unavailable(answer: services.Answer, request: HttpRequest, error: str) -> H
     )
 
 
+def budget_response(spent: usage.BudgetExceeded) -> HttpResponse:
+    """429 saying which budget is spent and when it resets, with Retry-After."""
+    response = error_response(429, spent.message, code="budget_exceeded", **spent.detail())
+    response["Retry-After"] = str(spent.retry_after())
+    return response
+
+
 def _passages(answer: services.Answer, request: HttpRequest) -> list[dict[str, Any]]:
     site = _site(request)
     return [passage_dict(p, site) for p in answer.passages[:5]]
@@ -150,6 +157,8 @@ async def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
         )
     except services.QuestionTooLong as error:
         return error_response(422, str(error), field="question")
+    except usage.BudgetExceeded as spent:
+        return budget_response(spent)
     if answer.unavailable:
         return _unavailable(answer, request, answer.unavailable)
     if body.stream:

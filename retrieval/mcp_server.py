@@ -27,7 +27,7 @@ from kb.api_auth import token_principal, token_refused
 from kb.audit import audit_record
 from kb.principal import Principal
 from kb.selectors import readable_collections
-from retrieval import services
+from retrieval import services, usage
 from retrieval.llm import LlmUnavailable
 
 PrincipalOf = Callable[[Context], Principal | None]
@@ -161,7 +161,7 @@ def _ask(
         )
     except Http404:
         raise Refused("No such collection, or you may not read it.") from None
-    except services.QuestionTooLong as error:
+    except (services.QuestionTooLong, usage.BudgetExceeded) as error:
         raise Refused(str(error)) from None
     if answer.unavailable:
         raise Refused("The answering model is unavailable; search still works.")

@@ -61,3 +61,38 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rating} on {self.exchange.query_id}"
+
+
+class AnswerUsage(models.Model):
+    """What one answer cost: written with the question's audit row (same `query_id`),
+    on every path that asks the model (web, /api/v1/ask, /v1, MCP).
+
+    The tokens count against the user's daily budget and against each collection the
+    answer's passages came from (`collections`), whole for each. `cost` is priced when
+    the answer is written, so a changed price does not rewrite the past."""
+
+    query_id = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user_name = models.CharField(max_length=150)  # kept when the user is deleted
+    collections = models.ManyToManyField("kb.Collection", related_name="+")
+    profile = models.CharField(max_length=63)  # the model profile's name, or "default"
+    model = models.CharField(max_length=200)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    # The server did not report the prompt's tokens (llama.cpp in a stream): estimated.
+    prompt_estimated = models.BooleanField(default=False)
+    first_token_ms = models.PositiveIntegerField(null=True)
+    cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created_at"], name="usage_user_time")]
+
+    def __str__(self) -> str:
+        return f"{self.query_id}: {self.prompt_tokens}+{self.completion_tokens} tokens"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

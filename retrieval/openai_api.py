@@ -26,7 +26,7 @@ from kb.api_auth import principal_of
 from kb.ids import ID_MAX
 from kb.models import Collection
 from kb.selectors import readable_collections
-from retrieval import services
+from retrieval import services, usage
 from retrieval.citations import Citation
 from retrieval.llm import LlmUnavailable
 from retrieval.search import Passage
@@ -39,16 +39,29 @@ MODEL = "kb"
 class OpenAIError(HttpError):
     """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, *, kind: str, param: str = "", code: str = ""):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str,
+        param: str = "",
+        code: str = "",
+        retry_after: int | None = None,
+    ):
         super().__init__(status, message)
         self.kind, self.param, self.code = kind, param or None, code or None
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         fields = {"message": self.message, "type": self.kind, "param": self.param}
         return {"error": {**fields, "code": self.code}}
 
     def response(self) -> HttpResponse:
-        return _json(self.body(), status=self.status_code)
+        response = _json(self.body(), status=self.status_code)
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
+        return response
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> HttpResponse:
@@ -215,12 +228,21 @@ def chat_completions(request: HttpRequest, body: ChatIn) -> HttpResponseBase:
         raise OpenAIError(400, str(error), kind="invalid_request_error", param="messages") from None
     except Http404:
         raise _no_model(body.model) from None
+    except usage.BudgetExceeded as spent:
+        # OpenAI's own answer to a spent quota, which its clients know.
+        raise OpenAIError(
+            429,
+            spent.message,
+            kind="insufficient_quota",
+            code="insufficient_quota",
+            retry_after=spent.retry_after(),
+        ) from None
     if answer.unavailable:
         raise _unavailable()
     completion_id, created = f"chatcmpl-{answer.query_id}", int(time.time())
     if body.stream:
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _chunks(answer, request, completion_id, created, body.model, usage=usage)
+        with_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = _chunks(answer, request, completion_id, created, body.model, usage=with_usage)
         response = StreamingHttpResponse(async_stream(chunks), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         return response

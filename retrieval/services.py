@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404
 
 from kb import metrics, request_context
-from kb.audit import audit_record
-from kb.models import Collection, Outcome
+from kb.audit import audit_record, one_writer
+from kb.models import Collection, ModelProfile, Outcome
 from kb.principal import Principal
-from retrieval import followup, llm, prompting
+from retrieval import followup, llm, prompting, usage
 from retrieval.chat_client import Usage
 from retrieval.citations import Checked, citations_check
 from retrieval.prompting import messages_for, sources_fitting
@@ -29,13 +30,19 @@ def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
-def _denied(principal: Principal, action: str, query: str, slugs: Sequence[str] | None) -> None:
+def _denied(
+    principal: Principal,
+    action: str,
+    query: str,
+    slugs: Sequence[str] | None,
+    **detail: Any,
+) -> None:
     audit_record(
         action=action,
         actor=principal,
         outcome=Outcome.DENIED,
         query=query,
-        detail={"requested": list(slugs or [])},
+        detail={"requested": list(slugs or []), **detail},
     )
     metrics.QUERIES.labels(action, Outcome.DENIED).inc()
 
@@ -109,6 +116,9 @@ class Answer:
     tokens: Iterator[str] = field(default_factory=lambda: iter(()))
     unavailable: str = ""  # why no model could answer; the passages still stand
     usage: Usage = field(default_factory=Usage)  # the model server's count
+    profile: ModelProfile | None = None  # whose prices; None: the settings' model
+    prompt_estimate: int = 0  # the prompt's tokens, should the server not report them
+    first_token_ms: int | None = None
     text: str = ""
     checked: Checked | None = None
 
@@ -118,7 +128,9 @@ class Answer:
         try:
             for token in self.tokens:
                 if first:
-                    metrics.FIRST_TOKEN_SECONDS.observe(time.perf_counter() - self.started)
+                    waited = time.perf_counter() - self.started
+                    metrics.FIRST_TOKEN_SECONDS.observe(waited)
+                    self.first_token_ms = int(waited * 1000)
                     first = False
                 self.text += token
                 yield "token", token
@@ -157,7 +169,8 @@ class Answer:
         }
 
     def _audit(self, outcome: str, error: str) -> None:
-        with request_context.using(self.info):
+        # The usage row goes in the audit row's transaction (one writer at a time on SQLite).
+        with request_context.using(self.info), one_writer(), transaction.atomic():
             audit_record(
                 action="ask",
                 actor=self.principal,
@@ -178,8 +191,26 @@ class Answer:
                 },
                 rewritten_query=self.rewrite.query if self.rewrite.how else "",
             )
+            if self.model and not self.unavailable:  # the model was reached
+                self._usage_record()
         metrics.QUERIES.labels("ask", outcome).inc()
         metrics.TOKENS_GENERATED.inc(self.usage.completion_tokens)
+
+    def _usage_record(self) -> None:
+        """The answer's tokens, on every path, with its audit row."""
+        estimated = not self.usage.reported and self.prompt_estimate > 0
+        if estimated:
+            self.usage.prompt_tokens = self.prompt_estimate
+        usage.usage_record(
+            query_id=self.query_id,
+            principal=self.principal,
+            collections=_involved(self.scope, self.sources),
+            profile=self.profile,
+            model=self.model,
+            usage=self.usage,
+            prompt_estimated=estimated,
+            first_token_ms=self.first_token_ms,
+        )
 
 
 def _involved(scope: list[Collection], passages: list[Passage]) -> list[Collection]:
@@ -188,22 +219,25 @@ def _involved(scope: list[Collection], passages: list[Passage]) -> list[Collecti
     return [c for c in scope if c.pk in used] or scope
 
 
-def _pool(owner: Collection | None, involved: list[Collection]) -> llm.LlmPool:
-    """The collection's model profile when one collection is in play; never a non-local
-    model for a sensitive collection."""
-    pool = llm.pool_for(owner.model_profile if owner else None)
+def _pool(
+    owner: Collection | None, involved: list[Collection]
+) -> tuple[llm.LlmPool, ModelProfile | None]:
+    """The collection's model profile when one collection is in play (and its pool);
+    never a non-local model for a sensitive collection."""
+    profile = owner.model_profile if owner else None
+    pool = llm.pool_for(profile)
     if not pool.is_local and any(c.sensitive for c in involved):
-        pool = llm.pool_for(None)
+        profile, pool = None, llm.pool_for(None)
         if not pool.is_local:
             raise llm.LlmUnavailable("no local model is configured for a sensitive collection")
-    return pool
+    return pool, profile
 
 
 def _rewriter(scope: list[Collection]) -> llm.LlmPool | None:
     """The model that may rewrite a follow-up: the one that would answer from this scope,
     none where a sensitive collection has no local model."""
     try:
-        return _pool(scope[0] if len(scope) == 1 else None, scope)
+        return _pool(scope[0] if len(scope) == 1 else None, scope)[0]
     except llm.LlmUnavailable:
         return None
 
@@ -217,8 +251,10 @@ def question_answer(
 ) -> Answer:
     """Retrieve, then either refuse without asking the model or start its answer.
 
-    Raises Http404 (a collection that may not be read) or QuestionTooLong; when no model
-    endpoint answers, the Answer says why in `unavailable`. Each outcome is audited."""
+    Raises Http404 (a collection that may not be read), QuestionTooLong or
+    usage.BudgetExceeded (before the model is asked; passages are not budgeted); when no
+    model endpoint answers, the Answer says why in `unavailable`. Each outcome is
+    audited."""
     started = time.perf_counter()
     info = request_context.current()
     query_id = uuid.uuid4().hex
@@ -229,6 +265,7 @@ def question_answer(
             f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
         )
     scope = _scope(principal, "ask", question, collections)
+    _within_budget(principal, question, collections)
     rewrite = followup.standalone_query(question=question, history=history, pool=_rewriter(scope))
     result = passages_search(
         query=rewrite.query,
@@ -258,9 +295,10 @@ def question_answer(
         refusal = (owner.refusal_message if owner else "") or settings.KB_REFUSAL_MESSAGE
         answer.tokens = iter([refusal])
         return answer
+    _within_budget(principal, question, collections, involved=involved)
     answer.sources = sources_fitting(result.passages)
     try:
-        pool = _pool(owner, involved)
+        pool, answer.profile = _pool(owner, involved)
     except llm.LlmUnavailable as failure:
         return _unavailable(answer, failure)
     answer.model = pool.model
@@ -270,6 +308,7 @@ def question_answer(
         history=list(history),
         collection_prompt=owner.system_prompt if owner else "",
     )
+    answer.prompt_estimate = usage.estimated_tokens(messages)
     try:
         answer.tokens = pool.stream(
             messages, max_tokens=settings.KB_LLM_MAX_TOKENS, stop=prompting.STOP, usage=answer.usage
@@ -277,6 +316,25 @@ def question_answer(
     except llm.LlmUnavailable as failure:
         return _unavailable(answer, failure)
     return answer
+
+
+def _within_budget(
+    principal: Principal,
+    question: str,
+    slugs: Sequence[str] | None,
+    *,
+    involved: list[Collection] | None = None,
+) -> None:
+    """The user's daily budget, or with `involved` these collections' monthly ones. A
+    spent budget is audited as a denied question, then raised."""
+    try:
+        if involved is None:
+            usage.user_budget_check(principal)
+        else:
+            usage.collections_budget_check(involved)
+    except usage.BudgetExceeded as spent:
+        _denied(principal, "ask", question, slugs, **spent.detail())
+        raise
 
 
 def _unavailable(answer: Answer, failure: llm.LlmUnavailable) -> Answer:

@@ -8,6 +8,7 @@ urlpatterns = [
     path("ask/stream", views.ask_stream, name="ask-stream"),
     path("answers/<str:query_id>/feedback", views.feedback, name="feedback"),
     path("search", views.search, name="search"),
+    path("usage/", views.usage_page, name="usage"),
     path("passages/<id:chunk_id>", views.passage, name="passage"),
     path("documents/<id:document_id>/download", views.document_download, name="document-download"),
 ]

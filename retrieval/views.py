@@ -1,6 +1,7 @@
 """Pages: ask (streamed, cited answers in conversations), search, the cited passage, and
 the original file behind it."""
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -15,8 +16,8 @@ from django.views.decorators.http import require_POST
 from ingest import storage
 from ingest.selectors import document_file, passage_read
 from kb.principal import session_principal
-from kb.selectors import readable_collections
-from retrieval import conversations, services
+from kb.selectors import ReadOnlyAccess, readable_collections
+from retrieval import conversations, services, usage
 from retrieval.models import Rating
 from retrieval.streaming import event_stream, sse
 
@@ -79,6 +80,10 @@ async def ask_stream(request: HttpRequest) -> HttpResponseBase:
         return JsonResponse({"detail": f"Please shorten it: {error}."}, status=422)
     except Http404:
         return JsonResponse({"detail": "No such collection."}, status=404)
+    except usage.BudgetExceeded as spent:
+        refused = JsonResponse({"detail": spent.message}, status=429)
+        refused["Retry-After"] = str(spent.retry_after())
+        return refused
     return event_stream(_encoded(events))
 
 
@@ -175,4 +180,89 @@ def document_download(request: HttpRequest, document_id: int) -> FileResponse:
         as_attachment=True,
         filename=version.filename,
         content_type=version.content_type,
+    )
+
+
+class UsageForm(forms.Form):
+    group_by = forms.ChoiceField(
+        choices=[(g, g) for g in ("collection", "user", "group", "model")],
+        required=False,
+        label="By",
+    )
+    period = forms.ChoiceField(choices=[("day", "day"), ("month", "month")], required=False)
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False,
+        label="To",
+        help_text="inclusive, UTC",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    collection = forms.SlugField(required=False, max_length=63)
+
+
+CHART_WIDTH, CHART_HEIGHT = 640, 160
+
+
+def usage_chart(report: usage.UsageReport) -> list[dict[str, Any]]:
+    """A bar a period of the report's dates (its tokens, all keys together; empty
+    periods too), scaled for the page's inline SVG; about six of them labelled."""
+    periods = dict.fromkeys(usage.periods_between(report.period, report.since, report.until), 0)
+    for total in report.totals:
+        periods[total.period] += total.total_tokens
+    if not any(periods.values()):
+        return []
+    top = max(periods.values())
+    step = CHART_WIDTH / len(periods)
+    every = math.ceil(len(periods) / 6)
+    last = len(periods) - 1
+    return [
+        {
+            "period": period,
+            "tokens": tokens,
+            "x": round(i * step + step * 0.1, 1),
+            "width": round(step * 0.8, 1),
+            "height": round(tokens / top * (CHART_HEIGHT - 20), 1),
+            "y": round(CHART_HEIGHT - tokens / top * (CHART_HEIGHT - 20), 1),
+            # The last label ends at its bar's right edge, inside the picture.
+            "label": (i % every == 0 and i <= last - every) or i == last,
+            "label_x": round((i + 0.9) * step, 1) if i == last else round(i * step + step * 0.1, 1),
+            "anchor": "end" if i == last else "start",
+        }
+        for i, (period, tokens) in enumerate(periods.items())
+    ]
+
+
+@login_required
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """Tokens and cost as a table and a chart: administrators see all, owners their
+    collections; anyone else gets 404, as for anything they may not see."""
+    form = UsageForm(request.GET)
+    data = form.cleaned_data if form.is_valid() else {}
+    asked: dict[str, Any] = {
+        "principal": session_principal(request),
+        "group_by": data.get("group_by") or "collection",
+        "period": data.get("period") or "day",
+        "collection": data.get("collection") or None,
+    }
+    try:
+        try:
+            report = usage.usage_report(**asked, since=data.get("since"), until=data.get("until"))
+        except ValueError as error:
+            form.add_error(None, f"{error}: showing the default dates instead.")
+            report = usage.usage_report(**asked)
+    except ReadOnlyAccess:
+        raise Http404 from None
+    return render(
+        request,
+        "retrieval/usage.html",
+        {
+            "form": form,
+            "report": report,
+            "sum": usage.usage_sum(report.totals),
+            "chart": usage_chart(report),
+            "chart_width": CHART_WIDTH,
+            "chart_height": CHART_HEIGHT,
+        },
     )

@@ -16,7 +16,7 @@ from ninja.errors import ValidationError as RequestInvalid
 from ingest.api import router as documents
 from ingest.collections_api import router as collections
 from kb.api_auth import BearerTokenAuth, SessionPrincipalAuth
-from kb.api_errors import CODES, error_response
+from kb.api_errors import CODES, MORE_CODES, error_response
 from kb.audit_api import router as audit
 from kb.rate_limits import TokenRate, UserRate
 from kb.selectors import ReadOnlyAccess
@@ -25,6 +25,7 @@ from retrieval.api import router as retrieval
 from retrieval.conversations_api import router as conversations
 from retrieval.openai_api import OpenAIError
 from retrieval.openai_api import router as openai_compatible
+from retrieval.usage_api import router as usage
 
 logger = logging.getLogger(__name__)
 # What each status means in every operation's documented answers (kb.api_errors).
@@ -36,14 +37,15 @@ DOCUMENTED_ERRORS = {
     "409": "It exists already",
     "413": "The body is too large",
     "422": "A field is not valid: `field` names it",
-    "429": "Over a rate limit: `Retry-After` says when to try again",
+    "429": "Over a rate limit, or a token budget is spent (`budget_exceeded`): "
+    "`Retry-After` says when to try again",
     "503": "The answering model is unreachable",
 }
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["code", "message"],
     "properties": {
-        "code": {"type": "string", "enum": sorted(set(CODES.values()))},
+        "code": {"type": "string", "enum": sorted({*CODES.values(), *MORE_CODES})},
         "message": {"type": "string"},
         "field": {"type": "string"},
     },
@@ -80,6 +82,7 @@ api.add_router("/", retrieval)
 api.add_router("/", conversations)
 api.add_router("/", tokens)
 api.add_router("/", audit)
+api.add_router("/", usage)
 
 
 @api.exception_handler(HttpError)

@@ -273,6 +273,15 @@ KB_LLM_TIMEOUT = env_float("KB_LLM_TIMEOUT", 120.0)
 KB_LLM_CONNECT_TIMEOUT = env_float("KB_LLM_CONNECT_TIMEOUT", 3.0)
 KB_LLM_MAX_TOKENS = env_int("KB_LLM_MAX_TOKENS", 400, minimum=16)
 KB_LLM_RETRY_DOWN_SECONDS = env_float("KB_LLM_RETRY_DOWN_SECONDS", 30.0)
+# Usage and budgets (retrieval.usage): the default model's prices per million tokens (a
+# model profile carries its own), and token budgets (0: unlimited; a collection may
+# carry its own monthly one). Days and months are UTC.
+LLM_PRICE_PROMPT_PER_MILLION = env_float("LLM_PRICE_PROMPT_PER_MILLION", 0.0, minimum=0)
+LLM_PRICE_COMPLETION_PER_MILLION = env_float("LLM_PRICE_COMPLETION_PER_MILLION", 0.0, minimum=0)
+KB_BUDGET_USER_TOKENS_PER_DAY = env_int("KB_BUDGET_USER_TOKENS_PER_DAY", 0, minimum=0)
+KB_BUDGET_COLLECTION_TOKENS_PER_MONTH = env_int(
+    "KB_BUDGET_COLLECTION_TOKENS_PER_MONTH", 0, minimum=0
+)
 # Retrieval.
 KB_MAX_QUESTION_CHARS = env_int("KB_MAX_QUESTION_CHARS", 2000, minimum=10)
 KB_SOURCES_MAX_CHARS = env_int("KB_SOURCES_MAX_CHARS", 6000, minimum=500)

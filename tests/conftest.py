@@ -1,12 +1,15 @@
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
@@ -235,3 +238,13 @@ def docs(pipeline, hr):
 async def collect(stream) -> bytes:
     """Events are served as they come (an async iterator, as under ASGI)."""
     return b"".join([chunk async for chunk in stream])
+
+
+def events_of(response: Any) -> list[tuple[str, Any]]:
+    """A streamed response's server-sent events: (name, data) pairs."""
+    raw = async_to_sync(collect)(response.streaming_content).decode()
+    parsed = []
+    for block in raw.strip().split("\n\n"):
+        name, data = block.split("\n", 1)
+        parsed.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return parsed

@@ -24,6 +24,7 @@ PATHS = {
     "/api/v1/conversations/{conversation_id}": {"get"},
     "/api/v1/search": {"post"},
     "/api/v1/ask": {"post"},
+    "/api/v1/usage": {"get"},
 }
 
 

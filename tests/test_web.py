@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.cache import cache
 from django.test import Client
 
@@ -15,7 +14,7 @@ from kb.audit import SYSTEM
 from kb.models import ApiToken, AuditEvent, Membership, ModelProfile, Role
 from kb.services import user_create
 from retrieval.models import Conversation, Exchange, Feedback
-from tests.conftest import add, collect, dead_url, logged_in
+from tests.conftest import add, dead_url, events_of, logged_in
 
 
 @pytest.fixture
@@ -26,15 +25,6 @@ def root(db):
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
     cache.clear()
-
-
-def events_of(response: Any) -> list[tuple[str, Any]]:
-    raw = async_to_sync(collect)(response.streaming_content).decode()
-    parsed = []
-    for block in raw.strip().split("\n\n"):
-        name, data = block.split("\n", 1)
-        parsed.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
-    return parsed
 
 
 def streamed(client: Client, path: str) -> Any:
