@@ -2,7 +2,7 @@
 
     python bench/retrieval.py [--dataset ../shared/eval/scifact] [--limit N]
 
-nDCG@10 and recall@100 (test split) for dense only, BM25 only and hybrid (RRF in Qdrant).
+nDCG@10 and recall@100 (test split) for dense only, BM25 only and hybrid (retrieval.fusion).
 Each corpus entry becomes a Markdown document (its title a heading, so it is embedded as
 context); passages are mapped back to their documents, one rank per document.
 """
@@ -51,13 +51,22 @@ def main() -> None:
     data = kb_setup(args.data)
     from django.conf import settings
 
+    from ingest.models import Document
     from kb.models import Collection
     from retrieval.search import passages_search
 
     started = time.perf_counter()
-    names = load_texts(
-        "beir", {d["_id"]: f"# {d.get('title') or d['_id']}\n\n{d['text']}" for d in corpus}
-    )
+    if args.data and Collection.objects.filter(slug="beir").exists():  # an earlier run's
+        names = {
+            pk: path.removesuffix(".md")
+            for pk, path in Document.objects.filter(collection__slug="beir").values_list(
+                "pk", "path"
+            )
+        }
+    else:
+        names = load_texts(
+            "beir", {d["_id"]: f"# {d.get('title') or d['_id']}\n\n{d['text']}" for d in corpus}
+        )
     ingest_seconds = time.perf_counter() - started
     collection = Collection.objects.get(slug="beir")
     settings.KB_SEARCH_PER_DOCUMENT = 1  # one rank per document, as the judgements are
