@@ -249,7 +249,10 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("KB_WORKER_MAX_MEMORY_MB", 4096, mi
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("KB_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
-CELERY_TASK_ROUTES = {"ingest.tasks.version_embed_task": {"queue": "embed"}}
+CELERY_TASK_ROUTES = {
+    "ingest.tasks.version_embed_task": {"queue": "embed"},
+    "ingest.tasks.versions_embed_task": {"queue": "embed"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The embedded default runs the worker inside the serving process (server/runtime.py).
 # REST calls per token and per user ("600/min"; empty: none), kept in CACHES (kb.rate_limits).

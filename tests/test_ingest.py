@@ -554,3 +554,46 @@ def test_a_document_of_too_many_parts_fails_before_chunking_and_harms_nothing(
     assert failed.stage == Stage.FAILED and "(KB_MAX_ELEMENTS)" in failed.error
     assert not Chunk.objects.filter(version=failed).exists()
     assert version_of(short).stage == Stage.READY
+
+
+def test_small_files_waiting_are_parsed_in_one_round_trip_and_embedded_from_one_message(
+    pipeline, hr, monkeypatch
+):
+    # 10,000 small files went at a child round trip, stage writes and an embedding
+    # message each (bench/ingest_many.py): waiting ones now go together.
+    from ingest import isolated, pipeline
+
+    with monkeypatch.context() as held:
+        held.setattr(pipeline, "enqueue_parse", lambda version_id: None)  # all waiting
+        results = [
+            upload(hr, f"memo-{n}.txt", f"Memo {n}: the locker code is {n}{n}{n}.\n".encode())
+            for n in range(5)
+        ]
+    versions = [version_of(result) for (result,) in results]
+    batches: list[int] = []
+    messages: list[list[int]] = []
+    real_batch, real_enqueue = isolated.extract_batch_isolated, pipeline.enqueue_embed_many
+
+    def batch(jobs, **kwargs):
+        batches.append(len(jobs))
+        return real_batch(jobs, **kwargs)
+
+    def enqueue(version_ids):
+        messages.append(version_ids)
+        real_enqueue(version_ids)
+
+    monkeypatch.setattr(pipeline, "extract_batch_isolated", batch)
+    monkeypatch.setattr(pipeline, "enqueue_embed_many", enqueue)
+    pipeline.version_parse(version_id=versions[0].pk)
+    assert batches == [5]
+    assert messages == [[v.pk for v in versions]]
+    assert {version_of(result).stage for (result,) in results} == {Stage.READY}
+    assert set(found(hr, "locker code")) == {v.document_id for v in versions}
+    assert all(version_of(result).attempts == 1 for (result,) in results)
+    # Their own messages, and the embedding message delivered again, change nothing.
+    for version in versions:
+        pipeline.version_parse(version_id=version.pk)
+    pipeline.versions_embed(version_ids=messages[0])
+    assert batches == [5]
+    assert Chunk.objects.count() == 5
+    assert vector_store().count(live_only=True) == vector_store().count() == 5

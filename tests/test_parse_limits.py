@@ -149,3 +149,50 @@ def idle_parser_mb(folder) -> int:
         )
     (child,) = parsers()
     return int(child.memory_info().rss) // 2**20
+
+
+def test_a_file_that_kills_the_parser_in_a_batch_fails_alone_and_the_rest_are_read(
+    pipeline, hr, settings, monkeypatch
+):
+    # Small files are parsed many to a message: the one that kills the child is tried
+    # again alone, then fails; those before it are kept, those after it go to a new child.
+    from ingest import pipeline as stages
+    from ingest import storage
+
+    settings.KB_PARSE_ATTEMPTS = 2
+    with monkeypatch.context() as held:
+        held.setattr(stages, "enqueue_parse", lambda version_id: None)  # all waiting
+        # The third is small enough for a batch, long enough to be killed mid-chunking.
+        results = [
+            upload(hr, f"note-{n}.txt", f"Note {n}: the canteen opens at {n}.\n".encode())
+            if n != 2
+            else upload(hr, "report.txt", long_text(0.24))
+            for n in range(5)
+        ]
+    killer = version_of(results[2][0])
+    assert killer.size <= stages.PARSE_BATCH_BYTES
+    batches: list[int] = []
+    real = isolated.extract_batch_isolated
+
+    def killing(jobs, *, limits, parsed):
+        batches.append(len(jobs))
+
+        def hook(index, pages):
+            if jobs[index].path == str(storage.path_for(killer.sha256)):
+                (child,) = parsers()
+                child.send_signal(signal.SIGKILL)
+            parsed(index, pages)
+
+        return real(jobs, limits=limits, parsed=hook)
+
+    monkeypatch.setattr(stages, "extract_batch_isolated", killing)
+    stages.version_parse(version_id=version_of(results[0][0]).pk)
+    failed = version_of(results[2][0])
+    assert failed.stage == Stage.FAILED and failed.attempts == 2
+    assert "parser stopped on this file (signal 9)" in failed.error
+    for n in (0, 1, 3, 4):
+        version = version_of(results[n][0])
+        assert version.stage == Stage.READY, version.error
+        assert version.attempts == 1
+    assert batches == [5, 1, 2]  # the batch, the killer alone, the rest in a new child
+    assert not Chunk.objects.filter(version=failed).exists()
