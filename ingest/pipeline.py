@@ -333,6 +333,11 @@ def _embed_claimed(claimed: list[int], *, own_id: int | None, companions: bool) 
             )
             return
         raise
+    try:
+        _embedded_together(versions)
+        return
+    except Exception:
+        logger.warning("%d versions failed to go live together; each goes alone", len(versions))
     failure: Exception | None = None
     for version in versions:
         try:
@@ -386,44 +391,110 @@ def _embed_and_index(versions: list[DocumentVersion]) -> None:
         )
 
 
+def _embedded_together(versions: list[DocumentVersion]) -> None:
+    """embedding -> indexing for all in one statement, then live together (versions of
+    one document, one after the other)."""
+    with transaction.atomic():
+        moved = set(
+            DocumentVersion.objects.select_for_update()
+            .filter(pk__in=[v.pk for v in versions], stage=Stage.EMBEDDING)
+            .values_list("pk", flat=True)
+        )
+        DocumentVersion.objects.filter(pk__in=moved).update(
+            stage=Stage.INDEXING,
+            progress=Progress.EMBEDDED,
+            claimed_until=None,
+            updated_at=timezone.now(),
+        )
+    together: dict[int, DocumentVersion] = {}
+    later: list[DocumentVersion] = []
+    for version in versions:
+        if version.pk not in moved:
+            _embedded_gone(version)
+        elif version.document_id in together:
+            later.append(version)
+        else:
+            together[version.document_id] = version
+    _go_live(list(together.values()))
+    for version in later:
+        version_go_live(version_id=version.pk)
+
+
 def _embedded(version: DocumentVersion) -> None:
-    """embedding -> indexing, then live."""
-    if _advance(
-        version.pk, Stage.EMBEDDING, Stage.INDEXING, progress=Progress.EMBEDDED, claimed_until=None
+    """embedding -> indexing, then live (or only live: after _embedded_together failed)."""
+    if (
+        _advance(
+            version.pk,
+            Stage.EMBEDDING,
+            Stage.INDEXING,
+            progress=Progress.EMBEDDED,
+            claimed_until=None,
+        )
+        or DocumentVersion.objects.filter(pk=version.pk, stage=Stage.INDEXING).exists()
     ):
         version_go_live(version_id=version.pk)
-    elif not DocumentVersion.objects.filter(pk=version.pk).exists():
+    else:
+        _embedded_gone(version)
+
+
+def _embedded_gone(version: DocumentVersion) -> None:
+    if not DocumentVersion.objects.filter(pk=version.pk).exists():
         # Deleted while it was being embedded: take back what was written.
         vector_store().delete(document_id=version.document_id, version=version.number)
 
 
-@metrics.INGEST_STAGE_SECONDS.labels("go_live").time()
 def version_go_live(*, version_id: int) -> None:
     """indexing -> ready: the new version becomes searchable, the old one goes away."""
-    version = DocumentVersion.objects.select_related("document").get(pk=version_id)
-    document = version.document
+    _go_live([DocumentVersion.objects.select_related("document").get(pk=version_id)])
+
+
+@metrics.INGEST_STAGE_SECONDS.labels("go_live").time()
+def _go_live(versions: list[DocumentVersion]) -> None:
+    """version_go_live for versions of different documents, in one transaction."""
     store = vector_store()
-    store.set_live(document_id=document.pk, version=version.number)
+    for version in versions:
+        store.set_live(document_id=version.document_id, version=version.number)
     with transaction.atomic():
-        locked = Document.objects.select_for_update().filter(pk=document.pk)
-        previous = locked.values_list("live_version_id", flat=True).first()
-        if not _advance(version_id, Stage.INDEXING, Stage.READY, progress=Progress.READY):
-            return
-        term_stats.live_version_changed(
-            collection_id=document.collection_id, new=version_id, old=previous
+        # In the documents' order, so that concurrent calls wait instead of deadlocking.
+        previous = dict(
+            Document.objects.select_for_update()
+            .filter(pk__in=[v.document_id for v in versions])
+            .order_by("pk")
+            .values_list("pk", "live_version_id")
         )
-        older = list(document.versions.exclude(pk=version_id).filter(number__lt=version.number))
-        Document.objects.filter(pk=document.pk).update(
-            live_version=version, updated_at=timezone.now()
+        ready = set(
+            DocumentVersion.objects.select_for_update()
+            .filter(pk__in=[v.pk for v in versions], stage=Stage.INDEXING)
+            .values_list("pk", flat=True)
         )
-        for old in older:
-            # Superseded: its passages and vectors go, its row stays as history.
-            Chunk.objects.filter(version=old).delete()
+        DocumentVersion.objects.filter(pk__in=ready).update(
+            stage=Stage.READY, progress=Progress.READY, updated_at=timezone.now()
+        )
+        live = [v for v in versions if v.pk in ready]
+        for collection_id in {v.document.collection_id for v in live}:
+            here = [v for v in live if v.document.collection_id == collection_id]
+            term_stats.live_versions_changed(
+                collection_id=collection_id,
+                new=[v.pk for v in here],
+                old=[was for v in here if (was := previous.get(v.document_id)) is not None],
+            )
+        number = {v.document_id: v.number for v in live}
+        older = [
+            old
+            for old in DocumentVersion.objects.filter(document_id__in=number).exclude(pk__in=ready)
+            if old.number < number[old.document_id]
+        ]
+        for version in live:
+            Document.objects.filter(pk=version.document_id).update(
+                live_version=version, updated_at=timezone.now()
+            )
+        # Superseded: their passages and vectors go, their rows stay as history.
+        Chunk.objects.filter(version_id__in=[o.pk for o in older]).delete()
         DocumentVersion.objects.filter(
             pk__in=[o.pk for o in older], stage__in=ACTIVE_STAGES
         ).update(stage=Stage.FAILED, error="superseded by a newer version")
     for old in older:
-        store.delete(document_id=document.pk, version=old.number)
+        store.delete(document_id=old.document_id, version=old.number)
 
 
 def ingest_reconcile(*, stale_after: timedelta | None = None) -> int:

@@ -561,7 +561,8 @@ def test_small_files_waiting_are_parsed_in_one_round_trip_and_embedded_from_one_
 ):
     # 10,000 small files went at a child round trip, stage writes and an embedding
     # message each (bench/ingest_many.py): waiting ones now go together.
-    from ingest import isolated, pipeline
+    from ingest import isolated, pipeline, term_stats
+    from ingest.models import TermCount
 
     with monkeypatch.context() as held:
         held.setattr(pipeline, "enqueue_parse", lambda version_id: None)  # all waiting
@@ -597,3 +598,24 @@ def test_small_files_waiting_are_parsed_in_one_round_trip_and_embedded_from_one_
     assert batches == [5]
     assert Chunk.objects.count() == 5
     assert vector_store().count(live_only=True) == vector_store().count() == 5
+    # New versions of two of them, and a new file, go live together: the old versions'
+    # passages and vectors go, and the term counts follow.
+    with monkeypatch.context() as held:
+        held.setattr(pipeline, "enqueue_parse", lambda version_id: None)
+        changed = [
+            upload(hr, f"memo-{n}.txt", f"Memo {n}: the badge pin is {n}{n}.\n".encode())
+            for n in (1, 3)
+        ] + [upload(hr, "memo-9.txt", b"Memo 9: the badge pin is 99.\n")]
+    pipeline.version_parse(version_id=version_of(changed[0][0]).pk)
+    assert batches == [5, 3]
+    assert {version_of(result).stage for (result,) in changed} == {Stage.READY}
+    assert not Chunk.objects.filter(version__in=[versions[1], versions[3]]).exists()
+    for (result,) in changed:
+        assert Document.objects.get(pk=result.document.pk).live_version_id == result.version.pk
+    assert set(found(hr, "badge pin")) == {versions[1].document_id, versions[3].document_id} | {
+        changed[2][0].document.pk
+    }
+    assert Chunk.objects.count() == 6
+    assert vector_store().count(live_only=True) == vector_store().count() == 6
+    counts = TermCount.objects.filter(collection=hr, passages__gt=0)
+    assert dict(counts.values_list("term", "passages")) == dict(term_stats.live_counts(hr.pk))
