@@ -322,4 +322,10 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Celery's line per task received and per task succeeded: two lines for each file
+    # of a folder, and 5% of a run of small files (bench/ingest_many.py). Failures and
+    # retries are warnings and errors, and still logged.
+    "loggers": {
+        name: {"level": "WARNING"} for name in ("celery.app.trace", "celery.worker.strategy")
+    },
 }
