@@ -77,11 +77,12 @@ PARSE_BATCH_BYTES = 256 * 1024
 
 def version_parse(*, version_id: int) -> None:
     """queued -> parsing -> chunking -> embedding: passages into the database. A small
-    version takes other small ones waiting in the queue along (claimed as it is)."""
+    version takes other small ones waiting in the queue along (claimed as it is); one
+    tried before goes alone, so a file that stops the child holds up a batch once."""
     if not _advance(version_id, Stage.QUEUED, Stage.PARSING, attempts=F("attempts") + 1):
         return
     versions = list(DocumentVersion.objects.select_related("document").filter(pk=version_id))
-    if versions and versions[0].size <= PARSE_BATCH_BYTES:
+    if versions and versions[0].size <= PARSE_BATCH_BYTES and versions[0].attempts == 1:
         versions += _claim_parse_companions(version_id)
     _parse(versions)
 
@@ -92,7 +93,7 @@ def _claim_parse_companions(version_id: int) -> list[DocumentVersion]:
     with transaction.atomic():
         ids = list(
             DocumentVersion.objects.select_for_update(skip_locked=True)
-            .filter(stage=Stage.QUEUED, size__lte=PARSE_BATCH_BYTES)
+            .filter(stage=Stage.QUEUED, size__lte=PARSE_BATCH_BYTES, attempts=0)
             .exclude(pk=version_id)
             .order_by("pk")
             .values_list("pk", flat=True)[: PARSE_BATCH - 1]

@@ -156,6 +156,7 @@ def test_a_file_that_kills_the_parser_in_a_batch_fails_alone_and_the_rest_are_re
 ):
     # Small files are parsed many to a message: the one that kills the child is tried
     # again alone, then fails; those before it are kept, those after it go to a new child.
+    # So it costs a batch its child once; later, only itself.
     from ingest import pipeline as stages
     from ingest import storage
 
@@ -186,13 +187,21 @@ def test_a_file_that_kills_the_parser_in_a_batch_fails_alone_and_the_rest_are_re
         return real(jobs, limits=limits, parsed=hook)
 
     monkeypatch.setattr(stages, "extract_batch_isolated", killing)
-    stages.version_parse(version_id=version_of(results[0][0]).pk)
+    with monkeypatch.context() as held:
+        held.setattr(stages, "enqueue_parse", lambda version_id: None)  # the retry waits
+        stages.version_parse(version_id=version_of(results[0][0]).pk)
+        assert batches == [5, 2]  # the batch, then the files after the killer in a new child
+        assert version_of(results[2][0]).stage == Stage.QUEUED
+        later = [upload(hr, f"later-{n}.txt", f"Later note {n}.\n".encode()) for n in range(2)]
+    stages.version_parse(version_id=version_of(later[0][0]).pk)
+    assert batches == [5, 2, 2]  # the killer, tried before, is left out of new batches
+    stages.version_parse(version_id=killer.pk)  # its own message
+    assert batches == [5, 2, 2, 1]
     failed = version_of(results[2][0])
     assert failed.stage == Stage.FAILED and failed.attempts == 2
     assert "parser stopped on this file (signal 9)" in failed.error
-    for n in (0, 1, 3, 4):
-        version = version_of(results[n][0])
+    for (result,) in [*results[:2], *results[3:], *later]:
+        version = version_of(result)
         assert version.stage == Stage.READY, version.error
         assert version.attempts == 1
-    assert batches == [5, 1, 2]  # the batch, the killer alone, the rest in a new child
     assert not Chunk.objects.filter(version=failed).exists()
