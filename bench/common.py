@@ -77,6 +77,7 @@ def load_streams(slug: str, files: dict[str, io.BytesIO]) -> dict[int, str]:
     collection = collection_create(slug=slug, name=slug, actor=SYSTEM)[0]
     pipeline.enqueue_parse = lambda version_id: None  # stages are driven below
     pipeline.enqueue_embed = lambda version_id: None
+    pipeline.enqueue_embed_many = lambda version_ids: None
     paths = {}
     for path, stream in files.items():
         (result,) = services.document_upload(

@@ -95,7 +95,7 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
 
         return wrapper
 
-    pipeline.extract_isolated = timed("parse+chunk", pipeline.extract_isolated)  # type: ignore[attr-defined]
+    pipeline.extract_batch_isolated = timed("parse+chunk", pipeline.extract_batch_isolated)  # type: ignore[attr-defined]
     embedder.embed = timed("embed", embedder.embed)
     EdgeStore.upsert = timed("index", EdgeStore.upsert)  # type: ignore[method-assign]
     files = sorted(p for p in corpus.rglob("*") if p.is_file())
@@ -117,6 +117,7 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
     if staged:
         pipeline.enqueue_parse = lambda version_id: None  # stages are driven below
         pipeline.enqueue_embed = lambda version_id: None
+        pipeline.enqueue_embed_many = lambda version_ids: None
         upload_all()
         for version_id in DocumentVersion.objects.values_list("pk", flat=True):
             pipeline.version_parse(version_id=version_id)

@@ -108,6 +108,7 @@ def restart_phase(data: Path) -> dict[str, Any]:
     parse_stages = (Stage.QUEUED, Stage.PARSING, Stage.CHUNKING)
     stale = {"parse": 0, "embed": 0}
     real_parse, real_embed = pipeline.version_parse, pipeline.version_embed
+    real_embed_many = pipeline.versions_embed
 
     def parse(*, version_id: int) -> None:
         stale["parse"] += before.get(version_id) not in parse_stages
@@ -117,7 +118,12 @@ def restart_phase(data: Path) -> dict[str, Any]:
         stale["embed"] += before.get(version_id) in (Stage.READY, Stage.FAILED)
         real_embed(version_id=version_id, companions=companions)
 
+    def embed_many(*, version_ids: list[int]) -> None:
+        stale["embed"] += sum(before.get(pk) in (Stage.READY, Stage.FAILED) for pk in version_ids)
+        real_embed_many(version_ids=version_ids)
+
     pipeline.version_parse, pipeline.version_embed = parse, embed
+    pipeline.versions_embed = embed_many
     pending = sum(1 for stage in before.values() if stage in ACTIVE_STAGES)
     started = time.perf_counter()
     with background_work():

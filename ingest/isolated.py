@@ -7,8 +7,15 @@ KB_PARSE_MEMORY_MB or KB_PARSE_SECONDS and says which; a child that dies is repo
 too. The same in both runtime shapes: each worker thread of the embedded default and
 each prefork process of production keeps one child, reused from file to file until it
 is stopped. The parent never imports the parsers.
+
+Small files go to the child in batches (`extract_batch_isolated`): one message for many
+files, a reply for each as it is done, so a batch costs one round trip where each file
+cost one. Limits hold per file: each reply restarts the clock, and a file that takes the
+child past a limit, or kills it, is reported alone; the files before it are done, and
+those after it are handed back untried.
 """
 
+import functools
 import logging
 import os
 import socket
@@ -19,7 +26,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 from django.conf import settings
@@ -87,7 +94,31 @@ class _Child:
         self.conn.close()
 
 
+class Job(NamedTuple):
+    path: str
+    extension: str
+    title: str
+
+
 _local = threading.local()
+
+
+def _this_threads_child() -> _Child:
+    child: _Child | None = getattr(_local, "child", None)
+    if child is None or not child.alive():
+        child = _local.child = _Child()
+    return child
+
+
+def _drop_child(child: _Child) -> None:
+    child.stop()
+    _local.child = None
+
+
+def _retire_if_large(child: _Child) -> None:
+    if child.rss() > settings.KB_PARSE_MEMORY_MB * 2**20 // 2:
+        # Memory a large file left behind is not always returned: the next starts afresh.
+        _drop_child(child)
 
 
 def extract_isolated(
@@ -100,27 +131,55 @@ def extract_isolated(
 ) -> Extracted:
     """ingest.extract.extract in this thread's child. Raises ParseError for a file that
     cannot be read, Stopped for one that took the child past a limit or killed it."""
-    child: _Child | None = getattr(_local, "child", None)
-    if child is None or not child.alive():
-        child = _local.child = _Child()
+    child = _this_threads_child()
     try:
-        _send(child, (str(path), extension, title, limits))
+        _send(child, ([Job(str(path), extension, title)], limits))
         extracted = _wait(child, parsed)
     except ParseError:
         raise  # the child is well, and ready for the next file
     except BaseException:
         # Stopped, or this thread is (a task's time limit): the child's work is dropped.
-        child.stop()
-        _local.child = None
+        _drop_child(child)
         raise
-    if child.rss() > settings.KB_PARSE_MEMORY_MB * 2**20 // 2:
-        # Memory a large file left behind is not always returned: the next starts afresh.
-        child.stop()
-        _local.child = None
+    _retire_if_large(child)
     return extracted
 
 
+# What became of one file of a batch: its passages, or why not. None: not tried, since
+# the child was stopped on a file before it.
+Outcome = Extracted | ParseError | RuntimeError | Stopped | None
+
+
+def extract_batch_isolated(
+    jobs: list[Job], *, limits: Limits, parsed: Callable[[int, int | None], object]
+) -> list[Outcome]:
+    """extract_isolated for many files in one message to this thread's child, each file
+    under the limits on its own. `parsed(index, pages)` as each file's parse ends."""
+    child = _this_threads_child()
+    outcomes: list[Outcome] = [None] * len(jobs)
+    try:
+        _send(child, (jobs, limits))
+        for index in range(len(jobs)):
+            try:
+                outcomes[index] = _wait(child, functools.partial(parsed, index))
+            except (ParseError, RuntimeError) as error:
+                outcomes[index] = error  # the child carries on with the next file
+            except Stopped as error:
+                outcomes[index] = error
+                _drop_child(child)
+                break
+    except BaseException:
+        _drop_child(child)
+        raise
+    else:
+        if child.alive():
+            _retire_if_large(child)
+    return outcomes
+
+
 def _wait(child: _Child, parsed: Callable[[int | None], object]) -> Extracted:
+    """One file's replies: its passages, or ParseError (unreadable), RuntimeError (the
+    parser's bug) or Stopped (past a limit, or the child died)."""
     memory_mb, seconds = settings.KB_PARSE_MEMORY_MB, settings.KB_PARSE_SECONDS
     deadline = time.monotonic() + seconds
     while True:
@@ -176,7 +235,8 @@ def _died(child: _Child) -> str:
 
 
 def _serve(conn: Connection) -> None:
-    """The child: one file at a time, until the parent closes the socket or dies."""
+    """The child: one message of files at a time (each replied to as it is done), until
+    the parent closes the socket or dies."""
     import django
 
     django.setup()  # the parent's settings and logging
@@ -188,26 +248,27 @@ def _serve(conn: Connection) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            path, extension, title, limits = conn.recv()
+            jobs, limits = conn.recv()
         except EOFError:
             return
-        reply: tuple[str, Any]
-        try:
-            extracted = extract(
-                Path(path),
-                extension,
-                title=title,
-                limits=limits,
-                parsed=lambda pages: conn.send(("parsed", pages)),
-            )
-        except ParseError as error:
-            reply = ("refused", str(error))
-        except Exception as error:
-            logger.exception("parse of %s failed", path)
-            reply = ("error", f"{type(error).__name__}: {error}")
-        else:
-            reply = ("done", extracted)
-        conn.send(reply)
+        for path, extension, title in jobs:
+            reply: tuple[str, Any]
+            try:
+                extracted = extract(
+                    Path(path),
+                    extension,
+                    title=title,
+                    limits=limits,
+                    parsed=lambda pages: conn.send(("parsed", pages)),
+                )
+            except ParseError as error:
+                reply = ("refused", str(error))
+            except Exception as error:
+                logger.exception("parse of %s failed", path)
+                reply = ("error", f"{type(error).__name__}: {error}")
+            else:
+                reply = ("done", extracted)
+            conn.send(reply)
 
 
 def _exit_with(parent: int) -> None:

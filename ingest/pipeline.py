@@ -19,9 +19,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ingest import cpu, embedder, sparse, storage, term_stats
-from ingest.extract import Limits
+from ingest.extract import Extracted, Limits
 from ingest.filetypes import UnsupportedFile, detect
-from ingest.isolated import Stopped, extract_isolated
+from ingest.isolated import Job, Stopped, extract_batch_isolated
 from ingest.models import ACTIVE_STAGES, Chunk, Document, DocumentVersion, Progress, Stage
 from ingest.parsing import ParseError
 from ingest.vectors import Point, point_payload, vector_store
@@ -48,6 +48,12 @@ def enqueue_embed(version_id: int) -> None:
     version_embed_task.delay(version_id)
 
 
+def enqueue_embed_many(version_ids: list[int]) -> None:
+    from ingest.tasks import versions_embed_task
+
+    versions_embed_task.delay(version_ids)
+
+
 def _advance(version_id: int, from_stage: Stage, to_stage: Stage, **fields: object) -> bool:
     changed = DocumentVersion.objects.filter(pk=version_id, stage=from_stage).update(
         stage=to_stage, updated_at=timezone.now(), **fields
@@ -62,66 +68,147 @@ def version_fail(version_id: int, message: str) -> None:
     logger.info("version %s failed: %s", version_id, message)
 
 
+# Files this small are parsed PARSE_BATCH at a time, in one message to the parse child,
+# and their passages written in one transaction: for a one-paragraph file the child's
+# round trip and the stage writes took longer than the parse (bench/ingest_many.py).
+PARSE_BATCH = 32
+PARSE_BATCH_BYTES = 256 * 1024
+
+
 def version_parse(*, version_id: int) -> None:
-    """queued -> parsing -> chunking -> embedding: passages into the database."""
+    """queued -> parsing -> chunking -> embedding: passages into the database. A small
+    version takes other small ones waiting in the queue along (claimed as it is); one
+    tried before goes alone, so a file that stops the child holds up a batch once."""
     if not _advance(version_id, Stage.QUEUED, Stage.PARSING, attempts=F("attempts") + 1):
         return
-    version = DocumentVersion.objects.select_related("document").get(pk=version_id)
-    document = version.document
-    path = storage.path_for(version.sha256)
+    versions = list(DocumentVersion.objects.select_related("document").filter(pk=version_id))
+    if versions and versions[0].size <= PARSE_BATCH_BYTES and versions[0].attempts == 1:
+        versions += _claim_parse_companions(version_id)
+    _parse(versions)
+
+
+def _claim_parse_companions(version_id: int) -> list[DocumentVersion]:
+    """Compare-and-set, as for the version itself: locked rows (another worker's claim
+    under way) are skipped on PostgreSQL; SQLite has one writer at a time."""
+    with transaction.atomic():
+        ids = list(
+            DocumentVersion.objects.select_for_update(skip_locked=True)
+            .filter(stage=Stage.QUEUED, size__lte=PARSE_BATCH_BYTES, attempts=0)
+            .exclude(pk=version_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)[: PARSE_BATCH - 1]
+        )
+        DocumentVersion.objects.filter(pk__in=ids, stage=Stage.QUEUED).update(
+            stage=Stage.PARSING, attempts=F("attempts") + 1, updated_at=timezone.now()
+        )
+    return list(DocumentVersion.objects.select_related("document").filter(pk__in=ids))
+
+
+def _parse(versions: list[DocumentVersion]) -> None:
+    """Claimed versions (in the parsing stage) parsed and chunked in this thread's parse
+    child, one message for all; each fails or succeeds on its own."""
+    jobs: list[Job] = []
+    claimed: list[DocumentVersion] = []
+    for version in versions:
+        try:
+            kind = detect(storage.path_for(version.sha256), version.filename)
+        except UnsupportedFile as error:
+            version_fail(version.pk, str(error))
+            continue
+        except FileNotFoundError:
+            version_fail(version.pk, "the stored file is missing; upload it again")
+            continue
+        path = storage.path_for(version.sha256)
+        jobs.append(Job(str(path), kind.extension, version.document.title))
+        claimed.append(version)
+    if not claimed:
+        return
     limits = Limits(max_elements=settings.KB_MAX_ELEMENTS, max_passages=settings.KB_MAX_PASSAGES)
     steps = metrics.IngestSteps()
+    pages: dict[int, int | None] = {}
 
-    def parsed(pages: int | None) -> None:
+    def parsed(index: int, count: int | None) -> None:
         steps.done("parse")
-        _advance(version_id, Stage.PARSING, Stage.CHUNKING, pages=pages, progress=Progress.PARSED)
-
-    try:
-        kind = detect(path, version.filename)
-        with cpu.parse_running():
-            extracted = extract_isolated(
-                path, kind.extension, title=document.title, limits=limits, parsed=parsed
+        pages[claimed[index].pk] = count
+        if len(claimed) == 1:  # a file of its own may take a while to chunk: say so
+            _advance(
+                claimed[index].pk,
+                Stage.PARSING,
+                Stage.CHUNKING,
+                pages=count,
+                progress=Progress.PARSED,
             )
-    except (UnsupportedFile, ParseError) as error:
-        version_fail(version_id, str(error))
-        return
-    except FileNotFoundError:
-        version_fail(version_id, "the stored file is missing; upload it again")
-        return
-    except Stopped as error:
-        _parse_stopped(version_id, attempts=version.attempts, reason=str(error))
-        return
-    rows = [
-        Chunk(
-            version_id=version_id,
-            document_id=document.pk,
-            collection_id=document.collection_id,
-            index=index,
-            text=passage.text,
-            context=passage.context[:1000],
-            page=passage.page,
-            section=passage.section[:500],
-            element_type=passage.element_type,
-            token_count=passage.token_count,
-            point_id=point_id(version_id, index),
-        )
-        for index, passage in enumerate(extracted.passages)
-    ]
+
+    with cpu.parse_running():
+        outcomes = extract_batch_isolated(jobs, limits=limits, parsed=parsed)
     steps.done("chunk")
+    extracted: dict[DocumentVersion, Extracted] = {}
+    untried: list[DocumentVersion] = []
+    for version, outcome in zip(claimed, outcomes, strict=True):
+        if isinstance(outcome, Extracted):
+            extracted[version] = outcome
+        elif isinstance(outcome, ParseError):
+            version_fail(version.pk, str(outcome))
+        elif isinstance(outcome, RuntimeError):
+            version_fail(version.pk, f"processing failed: RuntimeError: {outcome}")
+        elif isinstance(outcome, Stopped):
+            _parse_stopped(version.pk, attempts=version.attempts, reason=str(outcome))
+        else:
+            untried.append(version)
+    _chunks_write(extracted, pages)
+    if untried:
+        # After a file that stopped the child: a new child takes the rest.
+        _parse(untried)
+
+
+def _chunks_write(
+    extracted: dict[DocumentVersion, Extracted], pages: dict[int, int | None]
+) -> None:
+    """The passages of these versions, and each version on to embedding, in one
+    transaction; then one message embeds them all."""
+    if not extracted:
+        return
     with transaction.atomic():
+        moved = [
+            version
+            for version, result in extracted.items()
+            if DocumentVersion.objects.filter(
+                pk=version.pk, stage__in=(Stage.PARSING, Stage.CHUNKING)
+            ).update(
+                stage=Stage.EMBEDDING,
+                pages=pages.get(version.pk, result.pages),
+                chunk_count=len(result.passages),
+                progress=Progress.CHUNKED,
+                updated_at=timezone.now(),
+            )
+        ]  # the others were deleted or reset meanwhile: their passages are not wanted
+        ids = [version.pk for version in moved]
         # A repeat after a crash replaces what the first attempt wrote.
-        Chunk.objects.filter(version_id=version_id).delete()
-        Chunk.objects.bulk_create(rows, batch_size=500)
-        if not _advance(
-            version_id,
-            Stage.CHUNKING,
-            Stage.EMBEDDING,
-            chunk_count=len(rows),
-            progress=Progress.CHUNKED,
-        ):
-            transaction.set_rollback(True)
-            return
-        transaction.on_commit(lambda: enqueue_embed(version_id))
+        Chunk.objects.filter(version_id__in=ids).delete()
+        Chunk.objects.bulk_create(
+            [
+                Chunk(
+                    version_id=version.pk,
+                    document_id=version.document_id,
+                    collection_id=version.document.collection_id,
+                    index=index,
+                    text=passage.text,
+                    context=passage.context[:1000],
+                    page=passage.page,
+                    section=passage.section[:500],
+                    element_type=passage.element_type,
+                    token_count=passage.token_count,
+                    point_id=point_id(version.pk, index),
+                )
+                for version in moved
+                for index, passage in enumerate(extracted[version].passages)
+            ],
+            batch_size=500,
+        )
+        if len(ids) == 1:
+            transaction.on_commit(lambda: enqueue_embed(ids[0]))
+        elif ids:
+            transaction.on_commit(lambda: enqueue_embed_many(ids))
 
 
 def _parse_stopped(version_id: int, *, attempts: int, reason: str) -> None:
@@ -159,27 +246,36 @@ def _claim(version_id: int) -> bool:
     return claimed == 1
 
 
-def _claim_companions(version_id: int) -> list[int]:
-    """Other small versions waiting to be embedded, claimed, while the passages fit in
-    one EMBED_PART together with this version's."""
-    room = EMBED_PART - DocumentVersion.objects.get(pk=version_id).chunk_count
-    waiting = (
-        DocumentVersion.objects.filter(_claimable(), stage=Stage.EMBEDDING, chunk_count__lte=room)
-        .exclude(pk=version_id)
-        .order_by("pk")
-        .values_list("pk", "chunk_count")
+def _claim_companions(claimed: list[int]) -> list[int]:
+    """Other small versions waiting to be embedded, claimed (compare-and-set, in one
+    transaction), while the passages fit in one EMBED_PART with those already claimed."""
+    room = EMBED_PART - sum(
+        DocumentVersion.objects.filter(pk__in=claimed).values_list("chunk_count", flat=True)
     )
-    claimed = []
-    for pk, count in waiting[:EMBED_PART] if room > 0 else ():
-        if count <= room and _claim(pk):
-            claimed.append(pk)
-            room -= count
-    return claimed
+    if room <= 0:
+        return []
+    with transaction.atomic():
+        waiting = (
+            DocumentVersion.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(), stage=Stage.EMBEDDING, chunk_count__lte=room)
+            .exclude(pk__in=claimed)
+            .order_by("pk")
+            .values_list("pk", "chunk_count")
+        )
+        taken = []
+        for pk, count in waiting[:EMBED_PART]:
+            if count <= room:
+                taken.append(pk)
+                room -= count
+        DocumentVersion.objects.filter(_claimable(), pk__in=taken, stage=Stage.EMBEDDING).update(
+            claimed_until=_lease(), updated_at=timezone.now()
+        )
+    return taken
 
 
-def _release(version_ids: list[int], *, own_id: int) -> None:
-    """After a failure: the versions are free again, and the companions go back to the
-    queue (their own messages found them claimed and were dropped)."""
+def _release(version_ids: list[int], *, own_id: int | None) -> None:
+    """After a failure: the versions are free again, and the others than `own_id` go back
+    to the queue (their own messages found them claimed and were dropped)."""
     DocumentVersion.objects.filter(pk__in=version_ids, stage=Stage.EMBEDDING).update(
         claimed_until=None
     )
@@ -198,23 +294,59 @@ def version_embed(*, version_id: int, companions: bool = True) -> None:
         if DocumentVersion.objects.filter(pk=version_id, stage=Stage.INDEXING).exists():
             version_go_live(version_id=version_id)  # a retry after a failed activation
         return
-    claimed = [version_id]
+    _embed_claimed([version_id], own_id=version_id, companions=companions)
+
+
+def versions_embed(*, version_ids: list[int]) -> None:
+    """version_embed for the versions of one parse batch, with companions. On a failure
+    each goes back to the queue on its own, where a retry goes alone."""
+    with transaction.atomic():
+        claimed = list(
+            DocumentVersion.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(), pk__in=version_ids, stage=Stage.EMBEDDING)
+            .values_list("pk", flat=True)
+        )
+        DocumentVersion.objects.filter(pk__in=claimed).update(
+            claimed_until=_lease(), updated_at=timezone.now()
+        )
+    if len(claimed) < len(version_ids):
+        for pk in DocumentVersion.objects.filter(
+            pk__in=version_ids, stage=Stage.INDEXING
+        ).values_list("pk", flat=True):
+            version_go_live(version_id=pk)  # a message delivered again after a failure
+    if claimed:
+        _embed_claimed(claimed, own_id=None, companions=True)
+
+
+def _embed_claimed(claimed: list[int], *, own_id: int | None, companions: bool) -> None:
     try:
         if companions:
-            claimed += _claim_companions(version_id)
+            claimed = claimed + _claim_companions(claimed)
         versions = list(DocumentVersion.objects.filter(pk__in=claimed).select_related("document"))
         _embed_and_index(versions)
-    except BaseException:
-        _release(claimed, own_id=version_id)
+    except BaseException as error:
+        _release(claimed, own_id=own_id)
+        if own_id is None and isinstance(error, Exception):
+            logger.warning(
+                "embedding %d versions together failed (%s): each goes again alone",
+                len(claimed),
+                error,
+            )
+            return
         raise
+    try:
+        _embedded_together(versions)
+        return
+    except Exception:
+        logger.warning("%d versions failed to go live together; each goes alone", len(versions))
     failure: Exception | None = None
     for version in versions:
         try:
             _embedded(version)
         except Exception as error:
             # Free again; a companion goes back to the queue, the own version is retried.
-            _release([version.pk], own_id=version_id)
-            if version.pk == version_id:
+            _release([version.pk], own_id=own_id)
+            if version.pk == own_id:
                 failure = error
     if failure is not None:
         raise failure
@@ -260,44 +392,110 @@ def _embed_and_index(versions: list[DocumentVersion]) -> None:
         )
 
 
+def _embedded_together(versions: list[DocumentVersion]) -> None:
+    """embedding -> indexing for all in one statement, then live together (versions of
+    one document, one after the other)."""
+    with transaction.atomic():
+        moved = set(
+            DocumentVersion.objects.select_for_update()
+            .filter(pk__in=[v.pk for v in versions], stage=Stage.EMBEDDING)
+            .values_list("pk", flat=True)
+        )
+        DocumentVersion.objects.filter(pk__in=moved).update(
+            stage=Stage.INDEXING,
+            progress=Progress.EMBEDDED,
+            claimed_until=None,
+            updated_at=timezone.now(),
+        )
+    together: dict[int, DocumentVersion] = {}
+    later: list[DocumentVersion] = []
+    for version in versions:
+        if version.pk not in moved:
+            _embedded_gone(version)
+        elif version.document_id in together:
+            later.append(version)
+        else:
+            together[version.document_id] = version
+    _go_live(list(together.values()))
+    for version in later:
+        version_go_live(version_id=version.pk)
+
+
 def _embedded(version: DocumentVersion) -> None:
-    """embedding -> indexing, then live."""
-    if _advance(
-        version.pk, Stage.EMBEDDING, Stage.INDEXING, progress=Progress.EMBEDDED, claimed_until=None
+    """embedding -> indexing, then live (or only live: after _embedded_together failed)."""
+    if (
+        _advance(
+            version.pk,
+            Stage.EMBEDDING,
+            Stage.INDEXING,
+            progress=Progress.EMBEDDED,
+            claimed_until=None,
+        )
+        or DocumentVersion.objects.filter(pk=version.pk, stage=Stage.INDEXING).exists()
     ):
         version_go_live(version_id=version.pk)
-    elif not DocumentVersion.objects.filter(pk=version.pk).exists():
+    else:
+        _embedded_gone(version)
+
+
+def _embedded_gone(version: DocumentVersion) -> None:
+    if not DocumentVersion.objects.filter(pk=version.pk).exists():
         # Deleted while it was being embedded: take back what was written.
         vector_store().delete(document_id=version.document_id, version=version.number)
 
 
-@metrics.INGEST_STAGE_SECONDS.labels("go_live").time()
 def version_go_live(*, version_id: int) -> None:
     """indexing -> ready: the new version becomes searchable, the old one goes away."""
-    version = DocumentVersion.objects.select_related("document").get(pk=version_id)
-    document = version.document
+    _go_live([DocumentVersion.objects.select_related("document").get(pk=version_id)])
+
+
+@metrics.INGEST_STAGE_SECONDS.labels("go_live").time()
+def _go_live(versions: list[DocumentVersion]) -> None:
+    """version_go_live for versions of different documents, in one transaction."""
     store = vector_store()
-    store.set_live(document_id=document.pk, version=version.number)
+    for version in versions:
+        store.set_live(document_id=version.document_id, version=version.number)
     with transaction.atomic():
-        locked = Document.objects.select_for_update().filter(pk=document.pk)
-        previous = locked.values_list("live_version_id", flat=True).first()
-        if not _advance(version_id, Stage.INDEXING, Stage.READY, progress=Progress.READY):
-            return
-        term_stats.live_version_changed(
-            collection_id=document.collection_id, new=version_id, old=previous
+        # In the documents' order, so that concurrent calls wait instead of deadlocking.
+        previous = dict(
+            Document.objects.select_for_update()
+            .filter(pk__in=[v.document_id for v in versions])
+            .order_by("pk")
+            .values_list("pk", "live_version_id")
         )
-        older = list(document.versions.exclude(pk=version_id).filter(number__lt=version.number))
-        Document.objects.filter(pk=document.pk).update(
-            live_version=version, updated_at=timezone.now()
+        ready = set(
+            DocumentVersion.objects.select_for_update()
+            .filter(pk__in=[v.pk for v in versions], stage=Stage.INDEXING)
+            .values_list("pk", flat=True)
         )
-        for old in older:
-            # Superseded: its passages and vectors go, its row stays as history.
-            Chunk.objects.filter(version=old).delete()
+        DocumentVersion.objects.filter(pk__in=ready).update(
+            stage=Stage.READY, progress=Progress.READY, updated_at=timezone.now()
+        )
+        live = [v for v in versions if v.pk in ready]
+        for collection_id in {v.document.collection_id for v in live}:
+            here = [v for v in live if v.document.collection_id == collection_id]
+            term_stats.live_versions_changed(
+                collection_id=collection_id,
+                new=[v.pk for v in here],
+                old=[was for v in here if (was := previous.get(v.document_id)) is not None],
+            )
+        number = {v.document_id: v.number for v in live}
+        older = [
+            old
+            for old in DocumentVersion.objects.filter(document_id__in=number).exclude(pk__in=ready)
+            if old.number < number[old.document_id]
+        ]
+        for version in live:
+            Document.objects.filter(pk=version.document_id).update(
+                live_version=version, updated_at=timezone.now()
+            )
+        # Superseded: their passages and vectors go, their rows stay as history.
+        Chunk.objects.filter(version_id__in=[o.pk for o in older]).delete()
         DocumentVersion.objects.filter(
             pk__in=[o.pk for o in older], stage__in=ACTIVE_STAGES
         ).update(stage=Stage.FAILED, error="superseded by a newer version")
     for old in older:
-        store.delete(document_id=document.pk, version=old.number)
+        store.delete(document_id=old.document_id, version=old.number)
 
 
 def ingest_reconcile(*, stale_after: timedelta | None = None) -> int:

@@ -20,15 +20,16 @@ class VersionTask(Task[Any, Any]):
 
 
 # Pipeline tasks: retried with jittered backoff on transient errors, then failed visibly.
-RETRY_POLICY: dict[str, Any] = {
-    "base": VersionTask,
+TRANSIENT_RETRY: dict[str, Any] = {
     "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
     "retry_backoff_max": 120,
     "retry_jitter": True,
     "max_retries": 5,
 }
+RETRY_POLICY: dict[str, Any] = {"base": VersionTask, **TRANSIENT_RETRY}
 version_task: Callable[[Callable[[int], None]], Task[Any, Any]] = shared_task(**RETRY_POLICY)
+batch_task: Callable[[Callable[[list[int]], None]], Task[Any, Any]] = shared_task(**TRANSIENT_RETRY)
 
 
 @version_task
@@ -49,6 +50,14 @@ def version_embed_task(self: Task[Any, Any], version_id: int) -> None:
         if not first:
             raise
         raise self.retry(exc=error, countdown=1) from error
+
+
+@batch_task
+def versions_embed_task(version_ids: list[int]) -> None:
+    # The versions of one parse batch. A failure puts each back in the queue on its own
+    # (version_embed_task), so here only a transient error is retried; past the retries,
+    # ingest_reconcile finds them unclaimed.
+    pipeline.versions_embed(version_ids=version_ids)
 
 
 @shared_task

@@ -58,16 +58,21 @@ def _chunk_counts(chunks: "QuerySet[Chunk]") -> Counter[int]:
     return _counts(embedding_text(context, text) for context, text in rows.iterator())
 
 
-def _version_counts(version_id: int) -> Counter[int]:
-    return _chunk_counts(Chunk.objects.filter(version_id=version_id))
-
-
 def live_version_changed(*, collection_id: int, new: int | None, old: int | None) -> None:
     """The counts follow a document's live version from `old` to `new` (either may be
     None). Call it in the transaction that makes the change, the document's row locked."""
-    delta = _version_counts(new) if new is not None else Counter()
-    if old is not None:
-        delta.subtract(_version_counts(old))
+    live_versions_changed(
+        collection_id=collection_id,
+        new=[] if new is None else [new],
+        old=[] if old is None else [old],
+    )
+
+
+def live_versions_changed(*, collection_id: int, new: list[int], old: list[int]) -> None:
+    """live_version_changed for several documents of a collection, in one upsert."""
+    delta = _chunk_counts(Chunk.objects.filter(version_id__in=new)) if new else Counter()
+    if old:
+        delta.subtract(_chunk_counts(Chunk.objects.filter(version_id__in=old)))
     counts_add(collection_id, delta)
 
 

@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -55,24 +57,42 @@ def head_path() -> Path:
 
 
 def head_read() -> Head | None:
+    with _locked(fcntl.LOCK_SH):  # never half of a head being written
+        return _read()
+
+
+def _read() -> Head | None:
     try:
         return Head(**json.loads(head_path().read_text()))
     except FileNotFoundError:
         return None
 
 
-def head_advance(*, seq: int, hash: str, pruned: tuple[int, str] | None = None) -> None:
-    """Move the head forward to `seq` (never back: commits of several processes may come
-    in any order). The first call makes the file, keyed from `seq`."""
+@contextmanager
+def _locked(how: int) -> Iterator[None]:
     path = head_path()
     with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        head = head_read() or Head(keyed_from=seq, seq=0, hash="")
+        fcntl.flock(lock, how)
+        yield
+
+
+def head_advance(*, seq: int, hash: str, pruned: tuple[int, str] | None = None) -> None:
+    """Move the head forward to `seq` (never back: commits of several processes may come
+    in any order). The first call makes the file, keyed from `seq`.
+
+    Written over itself, under the lock that readers take too: a new file and a rename
+    took 0.9 ms, a tenth of the time of a small file's upload (bench/ingest_many.py). A
+    shorter head is padded with spaces, so one write replaces the whole of the old one."""
+    with _locked(fcntl.LOCK_EX):
+        head = _read() or Head(keyed_from=seq, seq=0, hash="")
         if seq > head.seq:
             head = replace(head, seq=seq, hash=hash)
         if pruned and pruned[0] > head.pruned_seq:
             head = replace(head, pruned_seq=pruned[0], pruned_hash=pruned[1])
-        temporary = path.with_name(path.name + ".new")
-        temporary.write_text(json.dumps(asdict(head)))
-        os.replace(temporary, path)
+        fd = os.open(head_path(), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            text = json.dumps(asdict(head)).encode()
+            os.pwrite(fd, text.ljust(os.fstat(fd).st_size), 0)
+        finally:
+            os.close(fd)
     logger.info("audit head seq=%d hash=%s", seq, hash)

@@ -334,7 +334,10 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("KB_WORKER_MAX_MEMORY_MB", 4096, mi
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("KB_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
-CELERY_TASK_ROUTES = {"ingest.tasks.version_embed_task": {"queue": "embed"}}
+CELERY_TASK_ROUTES = {
+    "ingest.tasks.version_embed_task": {"queue": "embed"},
+    "ingest.tasks.versions_embed_task": {"queue": "embed"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The embedded default runs the worker inside the serving process (server/runtime.py).
 # REST calls per token and per user ("600/min"; empty: none), kept in CACHES (kb.rate_limits).
@@ -404,4 +407,10 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Celery's line per task received and per task succeeded: two lines for each file
+    # of a folder, and 5% of a run of small files (bench/ingest_many.py). Failures and
+    # retries are warnings and errors, and still logged.
+    "loggers": {
+        name: {"level": "WARNING"} for name in ("celery.app.trace", "celery.worker.strategy")
+    },
 }

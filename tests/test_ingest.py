@@ -554,3 +554,68 @@ def test_a_document_of_too_many_parts_fails_before_chunking_and_harms_nothing(
     assert failed.stage == Stage.FAILED and "(KB_MAX_ELEMENTS)" in failed.error
     assert not Chunk.objects.filter(version=failed).exists()
     assert version_of(short).stage == Stage.READY
+
+
+def test_small_files_waiting_are_parsed_in_one_round_trip_and_embedded_from_one_message(
+    pipeline, hr, monkeypatch
+):
+    # 10,000 small files went at a child round trip, stage writes and an embedding
+    # message each (bench/ingest_many.py): waiting ones now go together.
+    from ingest import isolated, pipeline, term_stats
+    from ingest.models import TermCount
+
+    with monkeypatch.context() as held:
+        held.setattr(pipeline, "enqueue_parse", lambda version_id: None)  # all waiting
+        results = [
+            upload(hr, f"memo-{n}.txt", f"Memo {n}: the locker code is {n}{n}{n}.\n".encode())
+            for n in range(5)
+        ]
+    versions = [version_of(result) for (result,) in results]
+    batches: list[int] = []
+    messages: list[list[int]] = []
+    real_batch, real_enqueue = isolated.extract_batch_isolated, pipeline.enqueue_embed_many
+
+    def batch(jobs, **kwargs):
+        batches.append(len(jobs))
+        return real_batch(jobs, **kwargs)
+
+    def enqueue(version_ids):
+        messages.append(version_ids)
+        real_enqueue(version_ids)
+
+    monkeypatch.setattr(pipeline, "extract_batch_isolated", batch)
+    monkeypatch.setattr(pipeline, "enqueue_embed_many", enqueue)
+    pipeline.version_parse(version_id=versions[0].pk)
+    assert batches == [5]
+    assert messages == [[v.pk for v in versions]]
+    assert {version_of(result).stage for (result,) in results} == {Stage.READY}
+    assert set(found(hr, "locker code")) == {v.document_id for v in versions}
+    assert all(version_of(result).attempts == 1 for (result,) in results)
+    # Their own messages, and the embedding message delivered again, change nothing.
+    for version in versions:
+        pipeline.version_parse(version_id=version.pk)
+    pipeline.versions_embed(version_ids=messages[0])
+    assert batches == [5]
+    assert Chunk.objects.count() == 5
+    assert vector_store().count(live_only=True) == vector_store().count() == 5
+    # New versions of two of them, and a new file, go live together: the old versions'
+    # passages and vectors go, and the term counts follow.
+    with monkeypatch.context() as held:
+        held.setattr(pipeline, "enqueue_parse", lambda version_id: None)
+        changed = [
+            upload(hr, f"memo-{n}.txt", f"Memo {n}: the badge pin is {n}{n}.\n".encode())
+            for n in (1, 3)
+        ] + [upload(hr, "memo-9.txt", b"Memo 9: the badge pin is 99.\n")]
+    pipeline.version_parse(version_id=version_of(changed[0][0]).pk)
+    assert batches == [5, 3]
+    assert {version_of(result).stage for (result,) in changed} == {Stage.READY}
+    assert not Chunk.objects.filter(version__in=[versions[1], versions[3]]).exists()
+    for (result,) in changed:
+        assert Document.objects.get(pk=result.document.pk).live_version_id == result.version.pk
+    assert set(found(hr, "badge pin")) == {versions[1].document_id, versions[3].document_id} | {
+        changed[2][0].document.pk
+    }
+    assert Chunk.objects.count() == 6
+    assert vector_store().count(live_only=True) == vector_store().count() == 6
+    counts = TermCount.objects.filter(collection=hr, passages__gt=0)
+    assert dict(counts.values_list("term", "passages")) == dict(term_stats.live_counts(hr.pk))
