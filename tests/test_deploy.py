@@ -434,6 +434,34 @@ def test_the_database_and_broker_urls_are_read_from_secret_files(tmp_path):
     assert out.stdout.split() == ["s3cret", "redis://:s3cret@redis:6379/0"], out.stderr
 
 
+def test_the_stacks_identity_settings_start_kb_with_sso_and_scim_off_until_filled(tmp_path):
+    # compose/README.md makes both secret files empty when neither is used.
+    (tmp_path / "kb_scim_token").write_text("")
+    (tmp_path / "oidc_client_secret").write_text("")
+    kb_env = {
+        name: interpolated(str(value))
+        for name, value in services()["web"]["environment"].items()
+        if name.startswith(("OIDC_", "KB_SCIM", "KB_PASSWORD", "KB_BREAK", "KB_BUDGET"))
+    }
+    kb_env = {k: v.replace("/run/secrets", str(tmp_path)) for k, v in kb_env.items()}
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(repr(s.OIDC_ISSUER), repr(s.KB_SCIM_TOKEN), s.KB_PASSWORD_LOGIN)"
+    )
+
+    def start(**extra: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KB_DATA_DIR": str(tmp_path / "data"), **kb_env, **extra}
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+
+    assert start().stdout.split() == ["''", "''", "True"], start().stderr
+    (tmp_path / "kb_scim_token").write_text("short\n")
+    assert "KB_SCIM_TOKEN must be at least 32 characters" in start().stderr
+    (tmp_path / "kb_scim_token").write_text("t" * 40 + "\n")
+    assert start().stdout.split()[1] == repr("t" * 40)
+
+
 # --- the Qdrant recipe in compose/README.md ---------------------------------------------
 
 
