@@ -111,6 +111,9 @@ class AskIn(Schema):
     collections: list[str] | None = None
     history: list[Turn] = Field(default_factory=list, max_length=50)
     stream: bool = False
+    # The API keeps no conversations: private only marks the audit row (and keeps its
+    # texts out when KB_PRIVATE_AUDIT_TEXTS is off).
+    private: bool = False
 
 
 def _citation(citation: Citation, request: HttpRequest) -> dict[str, Any]:
@@ -154,6 +157,7 @@ async def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
             question=body.question,
             collections=body.collections,
             history=[turn.dict() for turn in body.history],
+            private=body.private,
         )
     except services.QuestionTooLong as error:
         return error_response(422, str(error), field="question")

@@ -110,16 +110,22 @@ def conversation_ask(
     question: str,
     collections: Sequence[str] | None,
     conversation: Conversation | None = None,
+    private: bool = False,
 ) -> Generator[tuple[str, Any], None, None]:
     """Answer a question in a conversation (a new one when None), as events for the page:
     `passages` (when refused or no model answers), `token`s, `citations`, `error` or
     `unavailable`, then `saved` with the conversation. The exchange is stored when the
-    events end, also when the reader leaves early. Raises as services.question_answer."""
+    events end, also when the reader leaves early. Raises as services.question_answer.
+
+    A `private` question is answered the same (after the conversation's exchanges, if
+    one is given) but stored nowhere: no conversation, no exchange; the last event is
+    `private`. Only its audit row remains (see services.question_answer)."""
     answer = services.question_answer(
         principal=Principal(user=user),
         question=question,
         collections=collections,
         history=_history(conversation),
+        private=private,
     )
     return _answer_events(user, conversation, answer)
 
@@ -149,8 +155,11 @@ def _answer_events(
         finished = True
     finally:
         events.close()  # a reader who left: the answer's audit row is written now
-        conversation = _exchange_save(user, conversation, answer, citations, error)
-    if finished:
+        if not answer.private:
+            conversation = _exchange_save(user, conversation, answer, citations, error)
+    if finished and answer.private:
+        yield "private", {"query_id": answer.query_id}
+    elif finished and conversation is not None:
         yield "saved", {"conversation_id": conversation.pk, "query_id": answer.query_id}
 
 

@@ -30,31 +30,48 @@ def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
+def _private_detail(private: bool) -> dict[str, Any]:
+    """What a private question's audit row says of it: that it was private, and whether
+    its texts were kept out (KB_PRIVATE_AUDIT_TEXTS)."""
+    if not private:
+        return {}
+    return {"private": True, **({} if _texts_kept(private) else {"texts_withheld": True})}
+
+
+def _texts_kept(private: bool) -> bool:
+    return not private or settings.KB_PRIVATE_AUDIT_TEXTS
+
+
 def _denied(
     principal: Principal,
     action: str,
     query: str,
     slugs: Sequence[str] | None,
+    private: bool = False,
     **detail: Any,
 ) -> None:
     audit_record(
         action=action,
         actor=principal,
         outcome=Outcome.DENIED,
-        query=query,
-        detail={"requested": list(slugs or []), **detail},
+        query=query if _texts_kept(private) else "",
+        detail={"requested": list(slugs or []), **detail, **_private_detail(private)},
     )
     metrics.QUERIES.labels(action, Outcome.DENIED).inc()
 
 
 def _scope(
-    principal: Principal, action: str, query: str, slugs: Sequence[str] | None
+    principal: Principal,
+    action: str,
+    query: str,
+    slugs: Sequence[str] | None,
+    private: bool = False,
 ) -> list[Collection]:
     """The collections to search; a request for an unreadable one is audited, then 404."""
     try:
         return scope_collections(principal, slugs)
     except Http404:
-        _denied(principal, action, query, slugs)
+        _denied(principal, action, query, slugs, private)
         raise
 
 
@@ -121,6 +138,7 @@ class Answer:
     first_token_ms: int | None = None
     text: str = ""
     checked: Checked | None = None
+    private: bool = False  # kept out of conversations; its row's texts per the setting
 
     def events(self) -> Generator[tuple[str, Any], None, None]:
         outcome, error = Outcome.ERROR, "the answer was cut off"
@@ -169,6 +187,7 @@ class Answer:
         }
 
     def _audit(self, outcome: str, error: str) -> None:
+        texts = _texts_kept(self.private)
         # The usage row goes in the audit row's transaction (one writer at a time on SQLite).
         with request_context.using(self.info), one_writer(), transaction.atomic():
             audit_record(
@@ -176,20 +195,21 @@ class Answer:
                 actor=self.principal,
                 outcome=outcome,
                 collections=[c.slug for c in self.scope],
-                query=self.question,
+                query=self.question if texts else "",
                 chunk_ids=[p.chunk_id for p in self.sources or self.passages],
                 cited_chunk_ids=[c.passage.chunk_id for c in self.checked.citations]
                 if self.checked
                 else [],
                 model=self.model,
-                answer=self.checked.answer if self.checked else self.text,
+                answer=(self.checked.answer if self.checked else self.text) if texts else "",
                 latency_ms=_elapsed_ms(self.started),
                 detail={
                     "query_id": self.query_id,
                     **({"rewritten_by": self.rewrite.how} if self.rewrite.how else {}),
                     **({"error": error} if error else {}),
+                    **_private_detail(self.private),
                 },
-                rewritten_query=self.rewrite.query if self.rewrite.how else "",
+                rewritten_query=self.rewrite.query if self.rewrite.how and texts else "",
             )
             if self.model and not self.unavailable:  # the model was reached
                 self._usage_record()
@@ -248,8 +268,10 @@ def question_answer(
     question: str,
     collections: Sequence[str] | None = None,
     history: Sequence[dict[str, str]] = (),
+    private: bool = False,
 ) -> Answer:
     """Retrieve, then either refuse without asking the model or start its answer.
+    `private`: the audit rows say so, and keep no texts if KB_PRIVATE_AUDIT_TEXTS is off.
 
     Raises Http404 (a collection that may not be read), QuestionTooLong or
     usage.BudgetExceeded (before the model is asked; passages are not budgeted); when no
@@ -260,12 +282,12 @@ def question_answer(
     query_id = uuid.uuid4().hex
     question = question.strip()
     if len(question) > settings.KB_MAX_QUESTION_CHARS:
-        _denied(principal, "ask", question[:500], collections)
+        _denied(principal, "ask", question[:500], collections, private)
         raise QuestionTooLong(
             f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
         )
-    scope = _scope(principal, "ask", question, collections)
-    _within_budget(principal, question, collections)
+    scope = _scope(principal, "ask", question, collections, private)
+    _within_budget(principal, question, collections, private=private)
     rewrite = followup.standalone_query(question=question, history=history, pool=_rewriter(scope))
     result = passages_search(
         query=rewrite.query,
@@ -286,6 +308,7 @@ def question_answer(
         best_similarity=result.best_similarity,
         started=started,
         info=info,
+        private=private,
     )
     involved = _involved(scope, result.passages)
     # Whose prompt and refusal message: the collection's own when one is in play.
@@ -295,7 +318,7 @@ def question_answer(
         refusal = (owner.refusal_message if owner else "") or settings.KB_REFUSAL_MESSAGE
         answer.tokens = iter([refusal])
         return answer
-    _within_budget(principal, question, collections, involved=involved)
+    _within_budget(principal, question, collections, involved=involved, private=private)
     answer.sources = sources_fitting(result.passages)
     try:
         pool, answer.profile = _pool(owner, involved)
@@ -324,6 +347,7 @@ def _within_budget(
     slugs: Sequence[str] | None,
     *,
     involved: list[Collection] | None = None,
+    private: bool = False,
 ) -> None:
     """The user's daily budget, or with `involved` these collections' monthly ones. A
     spent budget is audited as a denied question, then raised."""
@@ -333,7 +357,7 @@ def _within_budget(
         else:
             usage.collections_budget_check(involved)
     except usage.BudgetExceeded as spent:
-        _denied(principal, "ask", question, slugs, **spent.detail())
+        _denied(principal, "ask", question, slugs, private, **spent.detail())
         raise
 
 

@@ -57,6 +57,7 @@ class AskForm(forms.Form):
     question = forms.CharField(strip=True)
     collections = forms.MultipleChoiceField(required=False)
     conversation = forms.IntegerField(required=False)
+    private = forms.BooleanField(required=False)
 
     def __init__(self, *args: Any, slugs: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,6 +97,7 @@ def _start(user: Any, data: dict[str, Any]) -> Generator[tuple[str, Any], None, 
         question=data["question"],
         collections=data["collections"] or None,
         conversation=conversation,
+        private=data["private"],
     )
 
 

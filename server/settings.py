@@ -198,6 +198,9 @@ elif not KB_PASSWORD_LOGIN:
 # a key file and a head file in the data folder.
 KB_AUDIT_KEY = env_secret("KB_AUDIT_KEY") or ""
 KB_AUDIT_HEAD_FILE = env_str("KB_AUDIT_HEAD_FILE")
+# A private question still writes its audit row; false keeps its question and answer
+# texts out of it (metadata only: who, when, collections, outcome, passages).
+KB_PRIVATE_AUDIT_TEXTS = env_bool("KB_PRIVATE_AUDIT_TEXTS", True)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

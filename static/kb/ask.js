@@ -111,6 +111,8 @@
           const n = data.unsupported_sentences;
           notice(node, n + (n === 1 ? " sentence cites" : " sentences cite") + " no source: check it against the documents.");
         }
+      } else if (event === "private") {
+        notice(node, "Private question: not kept in your conversations.");
       } else if (event === "saved") {
         if (!form.conversation.value) addToSidebar(data.conversation_id, question);
         form.conversation.value = data.conversation_id;
