@@ -14,6 +14,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,12 @@ def label_of(answer: str) -> str:
     """The first yes, no or maybe the answer says; '' when it says none."""
     found = _LABEL.search(answer)
     return found.group(1).lower() if found else ""
+
+
+def spread(items: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """`count` questions taken at even steps through the file: its first 100 are all
+    "yes", so a prefix would reward a model that always says yes."""
+    return items[:: max(len(items) // max(count, 1), 1)][:count]
 
 
 def main() -> None:
@@ -97,10 +104,16 @@ def main() -> None:
     user = user_create(username="bench", actor=SYSTEM)[0]
     pubmed = Collection.objects.get(slug="pubmedqa")
     member_add(collection=pubmed, user=user, role=Role.READER, actor=SYSTEM)
-    questions = read_jsonl(EVAL / "pubmedqa" / "test500.jsonl")[: args.questions]
+    questions = spread(read_jsonl(EVAL / "pubmedqa" / "test500.jsonl"), args.questions)
     runs = [run(Principal(user=user), questions, names, model) for model in models]
     calibration = calibrate(pubmed, runs[0]["rows"], settings.KB_REFUSAL_THRESHOLD)
-    print(f"{len(questions)} questions over {len(corpus)} abstracts")
+    labels = Counter(q["final_decision"] for q in questions)
+    always_yes = labels["yes"] / max(len(questions), 1)
+    print(
+        f"{len(questions)} questions over {len(corpus)} abstracts "
+        f"({', '.join(f'{n} {label}' for label, n in labels.most_common())}: "
+        f"always answering yes scores {always_yes:.3f})"
+    )
     print(
         f"{'model':<20} {'agreement':>9} {'gold_cited':>10} {'unsupported':>11} "
         f"{'refused':>7} {'ttft_ms':>8} {'tok_s':>6}"
@@ -128,6 +141,7 @@ def main() -> None:
         "documents": len(corpus),
         "ingest_seconds": ingest_seconds,
         "threshold": settings.KB_REFUSAL_THRESHOLD,
+        "always_yes_agreement": always_yes,
         "calibration": calibration,
         "models": runs,
     }
@@ -179,6 +193,7 @@ def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], 
                     "refused": done["refused"],
                     "unsupported_sentences": done["unsupported_sentences"],
                     "best_similarity": answer.best_similarity,
+                    "answer": done["answer"],
                     "label": label_of(done["answer"]),
                     "gold_label": item["final_decision"],
                     "ttft_ms": (first_token or 0.0) * 1000,
