@@ -312,8 +312,13 @@ def evaluation_page(request: HttpRequest, slug: str) -> HttpResponse:
             "golden": collection.golden_questions.all(),
             "upload_form": GoldenUploadForm(),
             "run_form": EvaluationForm(initial={"profile": own}),
-            "batches": [(b, _side_by_side(b.runs)) for b in batches],
-            "running": not all(b.finished for b in batches),
+            "latest": batches[0] if batches else None,
+            "side_by_side": _side_by_side(batches[0].runs) if batches else [],
+            "labels": [label for _, label, _ in evaluation.METRICS],
+            "history": [
+                (r, [v for _, v in evaluation.metrics_shown(r)]) for b in batches for r in b.runs
+            ],
+            "running": bool(batches) and not batches[0].finished,
             "statuses": RunStatus,
         },
     )
