@@ -159,7 +159,7 @@ def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], 
     `model` is served here for the run; None asks the configured endpoints."""
     from django.conf import settings
 
-    from retrieval import llm, services
+    from retrieval import llm, scoring, services
     from retrieval.local_llm import LocalLlm
 
     server = None
@@ -172,57 +172,34 @@ def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], 
     try:
         for item in questions:
             gold = set(item["gold_doc_ids"])
-            start = time.perf_counter()
             answer = services.question_answer(principal=principal, question=item["question"])
-            first_token = None
-            done: dict[str, Any] = {}
-            cited: list[Any] = []
-            for name, data in answer.events():
-                if name == "token" and first_token is None:
-                    first_token = time.perf_counter() - start
-                elif name == "citations":
-                    cited = data
-                elif name == "done":
-                    done = data
-            seconds = time.perf_counter() - start
+            observed = scoring.answer_observe(answer)
             rows.append(
                 {
                     "id": item["id"],
-                    "gold_retrieved": bool(gold & {names[p.document_id] for p in answer.sources}),
-                    "gold_cited": bool(gold & {names[c.passage.document_id] for c in cited}),
-                    "refused": done["refused"],
-                    "unsupported_sentences": done["unsupported_sentences"],
+                    **observed.as_row(),
+                    "gold_retrieved": bool(gold & {names[d] for d in observed.documents_sent}),
+                    "gold_cited": bool(gold & {names[d] for d in observed.documents_cited}),
                     "best_similarity": answer.best_similarity,
-                    "answer": done["answer"],
-                    "label": label_of(done["answer"]),
+                    "answer": observed.answer,
+                    "label": label_of(observed.answer),
                     "gold_label": item["final_decision"],
-                    "ttft_ms": (first_token or 0.0) * 1000,
-                    "tokens": answer.usage.completion_tokens,
-                    "generating_seconds": seconds - (first_token or seconds),
-                    "seconds": seconds,
                 }
             )
     finally:
         if server:
             server.stop()
     answered = [r for r in rows if not r["refused"]]
-
-    def share(key: str, among: list[dict[str, Any]]) -> float:
-        return sum(1 for r in among if r[key]) / max(len(among), 1)
-
     return {
         "model": llm.pool_for(None).model,
-        "gold_retrieved": share("gold_retrieved", answered),
-        "gold_cited": share("gold_cited", answered),
-        "refused": share("refused", rows),
+        "gold_retrieved": scoring.share(answered, "gold_retrieved"),
+        "gold_cited": scoring.share(answered, "gold_cited"),
+        "refused": scoring.share(rows, "refused"),
         "agreement": sum(1 for r in answered if r["label"] == r["gold_label"])
         / max(len(answered), 1),
         # Sentences citing nothing, per answer.
         "unsupported": sum(r["unsupported_sentences"] for r in answered) / max(len(answered), 1),
-        "ttft_ms": statistics.median(r["ttft_ms"] for r in answered) if answered else 0.0,
-        # Generation speed: tokens over the time from the first token to the last.
-        "tok_s": sum(r["tokens"] for r in answered)
-        / max(sum(r["generating_seconds"] for r in answered), 1e-9),
+        **scoring.speed(answered),
         "median_seconds": statistics.median(r["seconds"] for r in rows),
         "rows": rows,
     }

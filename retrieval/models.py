@@ -96,3 +96,69 @@ class AnswerUsage(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class GoldenSource(models.TextChoices):
+    UPLOAD = "upload"
+    FEEDBACK = "feedback"
+
+
+class GoldenQuestion(models.Model):
+    """One question of a collection's golden set (retrieval.evaluation): what it should
+    answer and, optionally, the documents (their paths) that hold the answer."""
+
+    collection = models.ForeignKey(
+        "kb.Collection", on_delete=models.CASCADE, related_name="golden_questions"
+    )
+    question = models.TextField()
+    answer = models.TextField()
+    documents = models.JSONField(default=list)  # document paths, as the file listed them
+    source = models.CharField(max_length=8, choices=GoldenSource.choices)
+    query_id = models.CharField(max_length=32, blank=True)  # the answer rated, from feedback
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Each question once in a set: kept so by retrieval.golden (no unique index, which
+        # PostgreSQL refuses for a long text).
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class EvaluationRun(models.Model):
+    """The golden set asked of one model profile. Runs started together share `batch`,
+    which the page shows side by side. `golden` is the set as it was when the run
+    started; `rows` hold each question's result and `metrics` their summary."""
+
+    collection = models.ForeignKey(
+        "kb.Collection", on_delete=models.CASCADE, related_name="evaluation_runs"
+    )
+    batch = models.CharField(max_length=32, db_index=True)
+    profile = models.CharField(max_length=63)  # a model profile's name, or "default"
+    model = models.CharField(max_length=200, blank=True)  # what answered
+    # Whose questions they are (the access and budget they are asked with).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_by = models.CharField(max_length=150)  # the audit actor's name
+    status = models.CharField(max_length=8, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    error = models.TextField(blank=True)
+    golden = models.JSONField(default=list)  # [{"question", "answer", "documents"}]
+    rows = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.collection_id}/{self.profile} {self.created_at:%Y-%m-%d %H:%M}"

@@ -21,6 +21,10 @@ from retrieval.citations import Checked, citations_check
 from retrieval.prompting import messages_for, sources_fitting
 from retrieval.search import Passage, SearchMode, SearchResult, passages_search, scope_collections
 
+# The name that stands for the settings' model (LLM_BASE_URL, LLM_MODEL) where a model
+# profile's name is expected, as in the usage rows.
+DEFAULT_PROFILE = "default"
+
 
 class QuestionTooLong(ValueError):
     pass
@@ -36,6 +40,14 @@ def _private_detail(private: bool) -> dict[str, Any]:
     if not private:
         return {}
     return {"private": True, **({} if _texts_kept(private) else {"texts_withheld": True})}
+
+
+def _ask_action(evaluation: int | None) -> str:
+    return "evaluation.ask" if evaluation else "ask"
+
+
+def _evaluation_detail(evaluation: int | None) -> dict[str, Any]:
+    return {"evaluation": evaluation} if evaluation else {}
 
 
 def _texts_kept(private: bool) -> bool:
@@ -66,12 +78,13 @@ def _scope(
     query: str,
     slugs: Sequence[str] | None,
     private: bool = False,
+    **detail: Any,
 ) -> list[Collection]:
     """The collections to search; a request for an unreadable one is audited, then 404."""
     try:
         return scope_collections(principal, slugs)
     except Http404:
-        _denied(principal, action, query, slugs, private)
+        _denied(principal, action, query, slugs, private, **detail)
         raise
 
 
@@ -139,6 +152,7 @@ class Answer:
     text: str = ""
     checked: Checked | None = None
     private: bool = False  # kept out of conversations; its row's texts per the setting
+    evaluation: int | None = None  # the evaluation run that asked (retrieval.evaluation)
 
     def events(self) -> Generator[tuple[str, Any], None, None]:
         outcome, error = Outcome.ERROR, "the answer was cut off"
@@ -191,7 +205,7 @@ class Answer:
         # The usage row goes in the audit row's transaction (one writer at a time on SQLite).
         with request_context.using(self.info), one_writer(), transaction.atomic():
             audit_record(
-                action="ask",
+                action=_ask_action(self.evaluation),
                 actor=self.principal,
                 outcome=outcome,
                 collections=[c.slug for c in self.scope],
@@ -208,12 +222,13 @@ class Answer:
                     **({"rewritten_by": self.rewrite.how} if self.rewrite.how else {}),
                     **({"error": error} if error else {}),
                     **_private_detail(self.private),
+                    **_evaluation_detail(self.evaluation),
                 },
                 rewritten_query=self.rewrite.query if self.rewrite.how and texts else "",
             )
             if self.model and not self.unavailable:  # the model was reached
                 self._usage_record()
-        metrics.QUERIES.labels("ask", outcome).inc()
+        metrics.QUERIES.labels(_ask_action(self.evaluation), outcome).inc()
         metrics.TOKENS_GENERATED.inc(self.usage.completion_tokens)
 
     def _usage_record(self) -> None:
@@ -240,17 +255,28 @@ def _involved(scope: list[Collection], passages: list[Passage]) -> list[Collecti
 
 
 def _pool(
-    owner: Collection | None, involved: list[Collection]
+    owner: Collection | None, involved: list[Collection], chosen: str = ""
 ) -> tuple[llm.LlmPool, ModelProfile | None]:
-    """The collection's model profile when one collection is in play (and its pool);
-    never a non-local model for a sensitive collection."""
-    profile = owner.model_profile if owner else None
+    """The `chosen` profile (by name), else the collection's own when one collection is
+    in play (and its pool); never a non-local model for a sensitive collection."""
+    profile = profile_named(chosen) if chosen else (owner.model_profile if owner else None)
     pool = llm.pool_for(profile)
     if not pool.is_local and any(c.sensitive for c in involved):
         profile, pool = None, llm.pool_for(None)
         if not pool.is_local:
             raise llm.LlmUnavailable("no local model is configured for a sensitive collection")
     return pool, profile
+
+
+def profile_named(name: str) -> ModelProfile | None:
+    """The model profile called `name`; None for DEFAULT_PROFILE, the settings' model.
+    Raises llm.LlmUnavailable for a name that is neither."""
+    if name == DEFAULT_PROFILE:
+        return None
+    profile = ModelProfile.objects.filter(name=name).first()
+    if profile is None:
+        raise llm.LlmUnavailable(f"there is no model profile called {name!r}")
+    return profile
 
 
 def _rewriter(scope: list[Collection]) -> llm.LlmPool | None:
@@ -269,9 +295,15 @@ def question_answer(
     collections: Sequence[str] | None = None,
     history: Sequence[dict[str, str]] = (),
     private: bool = False,
+    profile: str = "",
+    evaluation: int | None = None,
 ) -> Answer:
     """Retrieve, then either refuse without asking the model or start its answer.
     `private`: the audit rows say so, and keep no texts if KB_PRIVATE_AUDIT_TEXTS is off.
+    `profile`: a model profile's name (or "default", the settings' model) to answer with
+    instead of the collection's own; a sensitive collection still gets a local model.
+    `evaluation`: the evaluation run asking, whose questions are audited as
+    "evaluation.ask" with the run's id, apart from people's questions.
 
     Raises Http404 (a collection that may not be read), QuestionTooLong or
     usage.BudgetExceeded (before the model is asked; passages are not budgeted); when no
@@ -281,13 +313,14 @@ def question_answer(
     info = request_context.current()
     query_id = uuid.uuid4().hex
     question = question.strip()
+    action, marks = _ask_action(evaluation), _evaluation_detail(evaluation)
     if len(question) > settings.KB_MAX_QUESTION_CHARS:
-        _denied(principal, "ask", question[:500], collections, private)
+        _denied(principal, action, question[:500], collections, private, **marks)
         raise QuestionTooLong(
             f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
         )
-    scope = _scope(principal, "ask", question, collections, private)
-    _within_budget(principal, question, collections, private=private)
+    scope = _scope(principal, action, question, collections, private, **marks)
+    _within_budget(principal, question, collections, private=private, evaluation=evaluation)
     rewrite = followup.standalone_query(question=question, history=history, pool=_rewriter(scope))
     result = passages_search(
         query=rewrite.query,
@@ -309,6 +342,7 @@ def question_answer(
         started=started,
         info=info,
         private=private,
+        evaluation=evaluation,
     )
     involved = _involved(scope, result.passages)
     # Whose prompt and refusal message: the collection's own when one is in play.
@@ -318,10 +352,12 @@ def question_answer(
         refusal = (owner.refusal_message if owner else "") or settings.KB_REFUSAL_MESSAGE
         answer.tokens = iter([refusal])
         return answer
-    _within_budget(principal, question, collections, involved=involved, private=private)
+    _within_budget(
+        principal, question, collections, involved=involved, private=private, evaluation=evaluation
+    )
     answer.sources = sources_fitting(result.passages)
     try:
-        pool, answer.profile = _pool(owner, involved)
+        pool, answer.profile = _pool(owner, involved, profile)
     except llm.LlmUnavailable as failure:
         return _unavailable(answer, failure)
     answer.model = pool.model
@@ -348,6 +384,7 @@ def _within_budget(
     *,
     involved: list[Collection] | None = None,
     private: bool = False,
+    evaluation: int | None = None,
 ) -> None:
     """The user's daily budget, or with `involved` these collections' monthly ones. A
     spent budget is audited as a denied question, then raised."""
@@ -357,7 +394,15 @@ def _within_budget(
         else:
             usage.collections_budget_check(involved)
     except usage.BudgetExceeded as spent:
-        _denied(principal, "ask", question, slugs, private, **spent.detail())
+        _denied(
+            principal,
+            _ask_action(evaluation),
+            question,
+            slugs,
+            private,
+            **spent.detail(),
+            **_evaluation_detail(evaluation),
+        )
         raise
 
 

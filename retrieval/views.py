@@ -1,5 +1,5 @@
-"""Pages: ask (streamed, cited answers in conversations), search, the cited passage, and
-the original file behind it."""
+"""Pages: ask (streamed, cited answers in conversations), search, the cited passage, the
+original file behind it, usage, and a collection's evaluation on its golden set."""
 
 import math
 from collections.abc import Generator
@@ -7,6 +7,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -15,10 +16,11 @@ from django.views.decorators.http import require_POST
 
 from ingest import storage
 from ingest.selectors import document_file, passage_read
+from kb.models import Collection, Role
 from kb.principal import session_principal
-from kb.selectors import ReadOnlyAccess, readable_collections
-from retrieval import conversations, services, usage
-from retrieval.models import Rating
+from kb.selectors import ReadOnlyAccess, collection_get, readable_collections
+from retrieval import conversations, evaluation, golden, services, usage
+from retrieval.models import Rating, RunStatus
 from retrieval.streaming import event_stream, sse
 
 CONTEXT_PASSAGES = 2
@@ -268,3 +270,113 @@ def usage_page(request: HttpRequest) -> HttpResponse:
             "chart_height": CHART_HEIGHT,
         },
     )
+
+
+def _owned(request: HttpRequest, slug: str) -> Collection:
+    """Owners and administrators only: a reader gets 403, anyone else 404."""
+    return collection_get(session_principal(request), slug, role=Role.OWNER)[0]
+
+
+class GoldenUploadForm(forms.Form):
+    file = forms.FileField(label="Golden set file", help_text="JSON Lines or CSV")
+
+
+class EvaluationForm(forms.Form):
+    profile = forms.ChoiceField(label="Model profile")
+    compare = forms.ChoiceField(label="Side by side with", required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = [(n, n) for n in evaluation.profile_names()]
+        self.fields["profile"].choices = names  # type: ignore[attr-defined]
+        self.fields["compare"].choices = [("", "none"), *names]  # type: ignore[attr-defined]
+
+
+def _side_by_side(runs: list[Any]) -> list[tuple[str, list[str]]]:
+    """A line per measure, with a value per run."""
+    shown = [evaluation.metrics_shown(r) for r in runs]
+    return [(label, [values[i][1] for values in shown]) for i, (label, _) in enumerate(shown[0])]
+
+
+@login_required
+def evaluation_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The golden set, a form to ask it of one or two model profiles, and the runs."""
+    collection = _owned(request, slug)
+    batches = evaluation.evaluation_batches(collection)
+    own = collection.model_profile.name if collection.model_profile else services.DEFAULT_PROFILE
+    return render(
+        request,
+        "retrieval/evaluation.html",
+        {
+            "collection": collection,
+            "golden": collection.golden_questions.all(),
+            "upload_form": GoldenUploadForm(),
+            "run_form": EvaluationForm(initial={"profile": own}),
+            "latest": batches[0] if batches else None,
+            "side_by_side": _side_by_side(batches[0].runs) if batches else [],
+            "labels": [label for _, label, _ in evaluation.METRICS],
+            "history": [
+                (r, [v for _, v in evaluation.metrics_shown(r)]) for b in batches for r in b.runs
+            ],
+            "running": bool(batches) and not batches[0].finished,
+            "statuses": RunStatus,
+        },
+    )
+
+
+@login_required
+@require_POST
+def golden_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    collection = _owned(request, slug)
+    form = GoldenUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Choose a JSON Lines or CSV file first.")
+        return redirect("evaluation", slug)
+    upload = form.cleaned_data["file"]
+    try:
+        items = golden.golden_parse(upload.name, upload.read())
+    except golden.GoldenFileError as error:
+        messages.error(request, f"Nothing was changed: {error}.")
+        return redirect("evaluation", slug)
+    total = golden.golden_set_upload(
+        collection=collection, items=items, actor=session_principal(request)
+    )
+    messages.success(request, f"{len(items)} questions read; the golden set holds {total}.")
+    if unknown := golden.unknown_documents(collection, items):
+        messages.warning(
+            request, f"No document here is called {', '.join(unknown)}: counted as not found."
+        )
+    return redirect("evaluation", slug)
+
+
+@login_required
+@require_POST
+def golden_from_feedback(request: HttpRequest, slug: str) -> HttpResponse:
+    collection = _owned(request, slug)
+    added = golden.golden_from_feedback(collection=collection, actor=session_principal(request))
+    messages.success(request, f"{added} helpful answers added to the golden set.")
+    return redirect("evaluation", slug)
+
+
+@login_required
+@require_POST
+def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
+    collection = _owned(request, slug)
+    form = EvaluationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a model profile.")
+        return redirect("evaluation", slug)
+    profiles = [form.cleaned_data["profile"], form.cleaned_data["compare"]]
+    try:
+        evaluation.evaluation_start(
+            collection=collection,
+            user=request.user,
+            profiles=[p for p in profiles if p],
+            actor=session_principal(request),
+            background=True,
+        )
+    except evaluation.EvaluationRefused as error:
+        messages.error(request, f"Not started: {error}.")
+    else:
+        messages.success(request, "Started: the results appear below as the questions are asked.")
+    return redirect("evaluation", slug)

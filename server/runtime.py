@@ -22,6 +22,7 @@ from django.conf import settings
 
 from ingest.pipeline import ingest_reconcile
 from ingest.vectors import StoreBusy, vector_store, vector_store_close
+from retrieval.evaluation import evaluations_interrupt
 from retrieval.local_llm import LocalLlm, PortTaken
 from server.worker import queues_purge, worker_start
 
@@ -77,6 +78,8 @@ def _become_owner(runtime: Runtime, *, name: str) -> None:
         logger.info("dropped %d messages left by the previous owner", dropped)
     if requeued := ingest_reconcile():
         logger.info("re-queued %d unfinished documents", requeued)
+    if interrupted := evaluations_interrupt():
+        logger.info("%d evaluation runs were interrupted", interrupted)
     runtime.parts.append(worker_start(name=name))
 
 

@@ -1,0 +1,14 @@
+"""Celery entry points: ids in, one service call each."""
+
+from celery import shared_task
+
+from retrieval import evaluation
+
+HOURS = 3600
+
+
+# Not retried: a second attempt would find the run taken (evaluation_run's claim). A run
+# asks up to golden.MAX_QUESTIONS questions, tens of seconds each on a CPU.
+@shared_task(soft_time_limit=12 * HOURS, time_limit=12 * HOURS + 60)
+def evaluation_run_task(run_id: int) -> None:
+    evaluation.evaluation_run(run_id=run_id)

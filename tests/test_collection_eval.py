@@ -1,0 +1,186 @@
+"""A collection's evaluation on its own golden set: files read, runs scored and kept,
+each question audited as an evaluation, the command, and the page for owners."""
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+
+from kb.models import AuditEvent, ModelProfile
+from retrieval import evaluation
+from retrieval.golden import GoldenFileError, GoldenItem, golden_parse
+from retrieval.models import (
+    Conversation,
+    EvaluationRun,
+    Exchange,
+    Feedback,
+    GoldenQuestion,
+    RunStatus,
+)
+from retrieval.scoring import agreement
+from tests.conftest import dead_url, logged_in, principal
+
+HOLIDAY_Q = GoldenItem(
+    "How many days of paid holiday does every employee receive?",
+    "Twenty-eight days of paid holiday per year.",
+    ("holiday.txt",),
+)
+PARKING_Q = GoldenItem(
+    "When does the staff car park open?", "The car park opens at 6 am.", ("parking.txt",)
+)
+
+
+def test_golden_sets_are_read_from_json_lines_and_csv():
+    jsonl = "\n".join(
+        json.dumps(line)
+        for line in [
+            {
+                "question": HOLIDAY_Q.question,
+                "answer": HOLIDAY_Q.answer,
+                "documents": ["holiday.txt"],
+            },
+            {"question": "Who approves leave?", "answer": "Your manager."},
+        ]
+    )
+    csv = (
+        "question,answer,documents\n"
+        f'"{HOLIDAY_Q.question}","{HOLIDAY_Q.answer}",holiday.txt\n'
+        '"Who approves leave?","Your manager.",\n'
+    )
+    expected = [HOLIDAY_Q, GoldenItem("Who approves leave?", "Your manager.", ())]
+    assert golden_parse("set.jsonl", jsonl.encode()) == expected
+    assert golden_parse("set.csv", csv.encode()) == expected
+    two = golden_parse("s.csv", b"question,answer,documents\nq?,a,one.pdf; two.docx\n")
+    assert two[0].documents == ("one.pdf", "two.docx")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("set.csv", b"", "set.csv is empty"),
+        ("set.csv", b"question,documents\nq?,a.pdf\n", "no 'answer' column"),
+        ("set.jsonl", b'{"question": "q?", "answer": "a"}\n{"question": \n', "line 2: not JSON"),
+        ("set.jsonl", b'{"question": "q?"}\n', "line 1: no 'answer'"),
+        ("set.csv", b"question,answer\nq?,\n", "line 2: the answer is empty"),
+        ("set.csv", b"\xff\xfequestion", "not UTF-8"),
+    ],
+)
+def test_a_bad_golden_file_says_what_is_wrong_in_one_line(name, data, message):
+    with pytest.raises(GoldenFileError) as error:
+        golden_parse(name, data)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_agreement_counts_the_expected_content_words_in_the_answer():
+    assert agreement("Every employee gets 28 days [1].", "28 days") == 1.0
+    assert agreement("The car park opens at 6 am.", "It opens at 7 am") == pytest.approx(2 / 3)
+    assert agreement("I cannot say.", "28 days") == 0.0
+
+
+def test_a_run_scores_the_answers_and_audits_each_question_as_an_evaluation(
+    docs, alice, local_llm, llm_at
+):
+    llm_at(local_llm)
+    hr = docs["holiday"].collection
+    (run,) = evaluation.evaluation_start(
+        collection=hr,
+        user=alice,
+        profiles=[],
+        actor=principal(alice),
+        golden=[HOLIDAY_Q, PARKING_Q],
+    )
+    evaluation.evaluation_run(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.DONE and run.profile == "default"
+    assert run.model == "smollm2-135m" and len(run.rows) == 2
+    assert run.metrics["hit_rate"] == 1.0 and run.metrics["errors"] == 0
+    assert run.metrics["completion_tokens"] > 0 and run.metrics["ttft_ms"] > 0
+    # Each question is in the trail as an evaluation's, never as someone's question.
+    asked = AuditEvent.objects.filter(action="evaluation.ask")
+    assert asked.count() == 2 and {e.detail["evaluation"] for e in asked} == {run.pk}
+    assert not AuditEvent.objects.filter(action="ask").exists()
+    assert AuditEvent.objects.get(action="evaluation.start").detail["runs"] == {"default": run.pk}
+
+
+def test_the_command_prints_the_numbers_and_keeps_the_run(
+    docs, alice, local_llm, llm_at, settings, tmp_path
+):
+    llm_at(local_llm)
+    settings.KB_LOCAL_LLM = False  # the model is the test's server, not one to start here
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(
+        json.dumps(
+            {
+                "question": PARKING_Q.question,
+                "answer": PARKING_Q.answer,
+                "documents": ["parking.txt", "missing.pdf"],
+            }
+        )
+    )
+    out, err = io.StringIO(), io.StringIO()
+    call_command("collection_eval", "hr", "--golden", str(golden), stdout=out, stderr=err)
+    run = EvaluationRun.objects.get()
+    assert run.status == RunStatus.DONE and run.user == alice  # hr's only owner
+    assert "missing.pdf" in err.getvalue() and "warning" in err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("hit rate") and line.endswith("1.00") for line in lines)
+    assert lines[-1] == f"evaluation hr questions=1 runs={run.pk}"
+    with pytest.raises(CommandError, match="no 'answer'"):
+        golden.write_text('{"question": "q?"}\n')
+        call_command("collection_eval", "hr", "--golden", str(golden))
+    with pytest.raises(CommandError, match="no model profile called 'nope'"):
+        golden.write_text(json.dumps({"question": "q?", "answer": "a"}))
+        call_command("collection_eval", "hr", "--golden", str(golden), "--profile", "nope")
+    assert EvaluationRun.objects.count() == 1
+
+
+def upload(client: Client, text: str, name: str = "golden.csv"):
+    stream = io.BytesIO(text.encode())
+    stream.name = name
+    return client.post("/collections/hr/evaluation/golden", {"file": stream})
+
+
+def test_the_page_is_for_owners_who_upload_run_and_compare(
+    pipeline, docs, alice, bob, charlie, llm_at
+):
+    llm_at(dead_url())  # the answers fail fast; the run is what is shown
+    ModelProfile.objects.create(name="other", base_urls=dead_url(), model="other-model")
+    assert logged_in(charlie).get("/collections/hr/evaluation").status_code == 404
+    assert logged_in(bob).get("/collections/hr/evaluation").status_code == 403
+    assert upload(logged_in(bob), "question,answer\nq?,a\n").status_code == 403
+    owner = logged_in(alice)
+    bad = owner.get(upload(owner, "question,documents\nq?,a.pdf\n")["Location"])
+    assert "no &#x27;answer&#x27; column" in bad.content.decode()
+    upload(owner, f'question,answer,documents\n"{PARKING_Q.question}",6 am,parking.txt\n')
+    assert GoldenQuestion.objects.get().documents == ["parking.txt"]
+    # Two profiles side by side, asked by the worker (at once here, as it commits).
+    owner.post("/collections/hr/evaluation/start", {"profile": "default", "compare": "other"})
+    runs = list(EvaluationRun.objects.order_by("pk"))
+    assert [r.profile for r in runs] == ["default", "other"] and runs[0].batch == runs[1].batch
+    assert all(r.status == RunStatus.DONE and len(r.rows) == 1 for r in runs)
+    page = owner.get("/collections/hr/evaluation").content.decode()
+    assert '<th scope="col">default' in page and '<th scope="col">other' in page
+    assert "Hit rate" in page and PARKING_Q.question in page
+    assert AuditEvent.objects.filter(action="evaluation.ask").count() == 2
+
+
+def test_helpful_answers_become_golden_questions(docs, alice, bob):
+    holiday = docs["holiday"]
+    conversation = Conversation.objects.create(user=bob, title="leave")
+    for n, (question, rating) in enumerate([(HOLIDAY_Q.question, "up"), ("Parking?", "down")]):
+        exchange = Exchange.objects.create(
+            conversation=conversation,
+            query_id=f"q{n}",
+            question=question,
+            answer="Twenty-eight days [1].",
+            citations=[{"n": 1, "document_id": holiday.pk, "collection_id": holiday.collection_id}],
+        )
+        Feedback.objects.create(exchange=exchange, rating=rating)
+    logged_in(alice).post("/collections/hr/evaluation/feedback")
+    added = GoldenQuestion.objects.get()
+    assert added.question == HOLIDAY_Q.question and added.answer == "Twenty-eight days [1]."
+    assert added.documents == ["holiday.txt"] and added.source == "feedback"
+    assert logged_in(bob).post("/collections/hr/evaluation/feedback").status_code == 403
