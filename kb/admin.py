@@ -37,7 +37,7 @@ class MembershipInline(admin.TabularInline[Membership, Collection]):
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin[Collection]):
-    list_display = ("slug", "name", "budget_tokens_per_month", "created_at")
+    list_display = ("slug", "name", "budget_tokens_per_month", "legal_hold", "created_at")
     search_fields = ("slug", "name")
     inlines = [MembershipInline]
 

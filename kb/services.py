@@ -190,7 +190,11 @@ COLLECTION_SETTINGS = (
     "model_profile",
     "sensitive",
     "budget_tokens_per_month",  # administrators only: the Admin, not the owners' page
+    "text_retention_days",  # RETENTION_SETTINGS: administrators only
+    "legal_hold",
 )
+# Whose change must say what it became: an auditor asks when texts could start to go.
+RETENTION_SETTINGS = ("text_retention_days", "legal_hold")
 
 
 def collection_update(
@@ -209,7 +213,10 @@ def collection_update(
             action="collection.update",
             actor=actor,
             collections=[collection.slug],
-            detail={"changed": sorted(changes)},
+            detail={
+                "changed": sorted(changes),
+                **{name: changes[name] for name in RETENTION_SETTINGS if name in changes},
+            },
         )
     return collection
 
