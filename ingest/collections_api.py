@@ -153,9 +153,12 @@ def collection_change(request: HttpRequest, slug: str, body: CollectionChange) -
 @router.delete("/collections/{slug}", response={204: None})
 def collection_remove(request: HttpRequest, slug: str) -> Status[None]:
     principal = principal_of(request)
-    services.collection_delete(
-        collection=_owned(principal, slug, "collection.delete"), actor=principal
-    )
+    try:
+        services.collection_delete(
+            collection=_owned(principal, slug, "collection.delete"), actor=principal
+        )
+    except kb_services.CollectionOnHold as held:
+        raise HttpError(409, str(held)) from None
     return Status(204, None)
 
 

@@ -221,7 +221,22 @@ def collection_update(
     return collection
 
 
+class CollectionOnHold(Exception):
+    pass
+
+
+def collection_hold_check(collection: Collection) -> None:
+    """Deleting a collection would end its legal hold (its texts would then follow the
+    default retention): only an administrator lifting the hold first may do that."""
+    if collection.legal_hold:
+        raise CollectionOnHold(
+            f"The collection {collection.slug} is on legal hold: an administrator must lift "
+            "the hold before it can be deleted."
+        )
+
+
 def collection_delete(*, collection: Collection, actor: Actor | Principal) -> None:
+    collection_hold_check(collection)
     with transaction.atomic():
         audit_record(action="collection.delete", actor=actor, collections=[collection.slug])
         collection.delete()

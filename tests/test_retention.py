@@ -245,6 +245,10 @@ def test_retention_and_hold_are_set_by_administrators_and_audited(audit_head, hr
         "legal_hold": True,
         "text_retention_days": 30,
     }
+    # A held collection cannot be deleted (the hold would go with it).
+    held = owner.delete("/api/v1/collections/hr")
+    assert held.status_code == 409 and "legal hold" in held.json()["message"]
+    assert Collection.objects.filter(slug="hr").exists()
     # Owners change the rest, not these.
     refused = patch_json(owner, {"legal_hold": False})
     assert refused.status_code == 403 and "administrator" in refused.json()["message"]
