@@ -7,8 +7,9 @@ the chain from the last prune checkpoint, names the first row that does not fit,
 requires the chain to reach the head kept outside.
 
 Texts that may expire (kb.retention). A row written with question or answer texts
-(TEXT_FIELDS) holds `texts_hash`, a keyed digest of those texts and its seq, and its row
-hash covers that digest in their place. While the texts are there, `audit_verify`
+(`texts_of`: a few columns, and a feedback comment in its detail) holds `texts_hash`, a
+keyed digest of those texts and its seq, and its row hash covers that digest in their
+place. While the texts are there, `audit_verify`
 checks them against the digest; a retention run may erase them (`texts_erase`) and
 marks the row with its own row's seq (`texts_expired_by`). An erased row verifies only
 when that run's row, itself in the chain, names cutoffs under which the row's
@@ -38,7 +39,14 @@ from django.utils import timezone
 
 from kb import request_context
 from kb.audit_anchor import Head, audit_key, head_advance, head_path, head_read
-from kb.models import AuditChainHead, AuditCheckpoint, AuditEvent, Outcome
+from kb.models import (
+    AUDIT_TEXT_DETAIL_KEYS,
+    AUDIT_TEXT_FIELDS,
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditEvent,
+    Outcome,
+)
 from kb.principal import Principal
 from kb.retention import EXPIRE_ACTION, Cutoffs, row_collections
 
@@ -73,10 +81,8 @@ HASHED_FIELDS = (
 # later changes the hash. Each column is exported too.
 LATER_FIELDS: dict[str, Any] = {
     "rewritten_query": "",  # a follow-up made standalone: what was searched instead
-    "texts_hash": "",  # the digest of TEXT_FIELDS that the hash covers in their place
+    "texts_hash": "",  # the digest of texts_of() that the hash covers in their place
 }
-# The texts a retention run may erase: a row with `texts_hash` is hashed without them.
-TEXT_FIELDS = ("query", "answer", "rewritten_query")
 
 
 @dataclass(frozen=True)
@@ -116,10 +122,17 @@ def _row_values(event: AuditEvent) -> dict[str, Any]:
     return values
 
 
+def texts_of(event: AuditEvent) -> dict[str, str]:
+    """The texts a retention run may erase; a row with `texts_hash` is hashed without them."""
+    texts = {name: getattr(event, name) for name in AUDIT_TEXT_FIELDS}
+    detail = event.detail if isinstance(event.detail, dict) else {}
+    return texts | {f"detail.{key}": detail.get(key, "") for key in AUDIT_TEXT_DETAIL_KEYS}
+
+
 def texts_digest(event: AuditEvent, key: bytes) -> str:
     """Keyed, and salted with the seq: without the key it confirms no guess at a text,
     and two rows asking the same do not show it."""
-    texts = {name: getattr(event, name) for name in ("seq", *TEXT_FIELDS)}
+    texts = {"seq": event.seq, **texts_of(event)}
     return hmac.new(key, b"texts\n" + _canonical(texts), hashlib.sha256).hexdigest()
 
 
@@ -131,8 +144,10 @@ def row_hash(event: AuditEvent, key: bytes | None) -> str:
         if values[name] == default:
             del values[name]
     if "texts_hash" in values:
-        for name in TEXT_FIELDS:
+        for name in AUDIT_TEXT_FIELDS:
             values.pop(name, None)
+        if isinstance(detail := values["detail"], dict):
+            values["detail"] = {k: v for k, v in detail.items() if k not in AUDIT_TEXT_DETAIL_KEYS}
     if key is None:
         return hashlib.sha256(_canonical(values)).hexdigest()
     return hmac.new(key, _canonical(values), hashlib.sha256).hexdigest()
@@ -221,7 +236,7 @@ def audit_record(
             rewritten_query=_storable(rewritten_query),
         )
         key = audit_key()
-        if any(getattr(event, name) for name in TEXT_FIELDS):
+        if any(texts_of(event).values()):
             event.texts_hash = texts_digest(event, key)
         event.hash = row_hash(event, key)
         event.save(force_insert=True)
@@ -325,7 +340,7 @@ def _texts_problem(event: AuditEvent, key: bytes, runs: dict[int, Cutoffs]) -> s
             )
         return ""
     run = runs.get(event.texts_expired_by)
-    if any(getattr(event, name) for name in TEXT_FIELDS) or not (
+    if any(texts_of(event).values()) or not (
         run is not None
         and event.seq < event.texts_expired_by
         and run.lets_go(row_collections(event), event.created_at)

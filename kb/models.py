@@ -221,6 +221,12 @@ class Outcome(models.TextChoices):
     ERROR = "error"
 
 
+# The texts a retention run may erase from an audit row (kb.audit.texts_of): these
+# columns, and these keys of its detail (a feedback comment).
+AUDIT_TEXT_FIELDS = ("query", "answer", "rewritten_query")
+AUDIT_TEXT_DETAIL_KEYS = ("comment",)
+
+
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise PermissionError("audit events are append-only")
@@ -237,9 +243,12 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         """The one way texts leave a row: a retention run (retrieval.retention) whose own
         row is seq `by`. Only rows whose hash covers their texts through `texts_hash`."""
         rows = self.filter(texts_expired_by__isnull=True).exclude(texts_hash="")
-        return models.QuerySet.update(
-            rows, query="", answer="", rewritten_query="", texts_expired_by=by
-        )
+        for key in AUDIT_TEXT_DETAIL_KEYS:
+            for pk, detail in rows.filter(detail__has_key=key).values_list("pk", "detail"):
+                del detail[key]
+                models.QuerySet.update(rows.filter(pk=pk), detail=detail)
+        erased = dict.fromkeys(AUDIT_TEXT_FIELDS, "")
+        return models.QuerySet.update(rows, texts_expired_by=by, **erased)
 
 
 class AuditEvent(models.Model):

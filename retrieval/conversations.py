@@ -202,6 +202,7 @@ def feedback_give(*, user: User, query_id: str, rating: Rating, comment: str = "
         audit_record(
             action="feedback",
             actor=Principal(user=user),
+            collections=exchange.collections.split(),  # whose retention its comment follows
             detail={"query_id": query_id, "rating": str(rating), "comment": feedback.comment},
         )
     return feedback

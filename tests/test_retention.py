@@ -179,7 +179,7 @@ def test_rows_written_before_texts_were_digested_keep_their_texts(audit_head, hr
     # A kb before retention: no digest, its texts in the row hash.
     with monkeypatch.context() as patch:
         patch.setattr(audit, "LATER_FIELDS", {"rewritten_query": ""})
-        patch.setattr(audit, "TEXT_FIELDS", ())
+        patch.setattr(audit, "texts_of", lambda event: {})
         old = asked("hr", days=60)
     assert old.texts_hash == ""
     expire()
@@ -206,12 +206,21 @@ def test_conversations_lose_their_texts_too(audit_head, hr, bob):
     with days_ago(40):
         # An empty collection: kb refuses without asking a model, and keeps the exchange.
         events = dict(events_of(client.post("/ask/stream", {"question": QUESTION})))
-    query_id = events["saved"]["query_id"]
-    feedback_give(user=bob, query_id=query_id, rating=Rating.DOWN, comment="Leeds? Really?")
+        query_id = events["saved"]["query_id"]
+        feedback_give(user=bob, query_id=query_id, rating=Rating.DOWN, comment="Leeds? Really?")
     exchange = Exchange.objects.get(query_id=query_id)
     assert exchange.collections == "hr" and exchange.question == QUESTION
     conversation = exchange.conversation
-    assert expire() == "expired the texts of 1 audit rows and 1 conversation exchanges\n"
+    # The feedback's comment is a text of the trail too, under the same retention.
+    rated = AuditEvent.objects.get(action="feedback")
+    assert rated.collections == "hr" and rated.texts_hash
+    edited = {**rated.detail, "comment": "Fine."}
+    raw("UPDATE kb_auditevent SET detail = %s WHERE seq = %s", json.dumps(edited), rated.seq)
+    assert "texts do not match" in audit_verify().message
+    raw("UPDATE kb_auditevent SET detail = %s WHERE seq = %s", json.dumps(rated.detail), rated.seq)
+    verified()
+    assert expire() == "expired the texts of 2 audit rows and 1 conversation exchanges\n"
+    assert fresh(rated).detail == {"query_id": query_id, "rating": "down"}
     exchange.refresh_from_db()
     assert exchange.expired_at and "expired on" in exchange.question
     assert QUESTION not in exchange.question and exchange.answer == ""
