@@ -9,15 +9,15 @@ requires the chain to reach the head kept outside.
 Texts that may expire (kb.retention). A row written with question or answer texts
 (`texts_of`: a few columns, and a feedback comment in its detail) holds `texts_hash`, a
 keyed digest of those texts and its seq, and its row hash covers that digest in their
-place. While the texts are there, `audit_verify`
-checks them against the digest; a retention run may erase them (`texts_erase`) and
-marks the row with its own row's seq (`texts_expired_by`). An erased row verifies only
-when that run's row, itself in the chain, names cutoffs under which the row's
-collections let its texts go: erasing texts outside a run, or of a row on hold or too
-young, shows, and so does any edit of what remains. The digest is keyed and salted with
-the seq, so it confirms no guess at an erased text without the key. Rows written before
-`texts_hash` existed hash their texts directly: erasing them would break the chain, so
-they keep their texts until `audit_prune` removes them whole.
+place. While the texts are there, `audit_verify` checks them against the digest; a
+retention run may erase them (`texts_erase`) and marks the row with its own row's seq
+(`texts_expired_by`). An erased row verifies only when that run's row, itself in the
+chain, names cutoffs under which the row's collections let its texts go: erasing texts
+outside a run, or of a row on hold or too young, shows, and so does any edit of what
+remains. The digest is keyed and salted with the seq, so it confirms no guess at an
+erased text without the key. Rows written before `texts_hash` existed hash their texts
+directly: erasing them would break the chain, so they keep their texts until
+`audit_prune` removes them whole.
 """
 
 import csv
