@@ -280,3 +280,15 @@ def test_retention_and_hold_are_set_by_administrators_and_audited(audit_head, hr
     assert (hr.text_retention_days, hr.legal_hold) == (90, False)
     change = AuditEvent.objects.filter(action="collection.update").latest("seq")
     assert change.detail["legal_hold"] is False and change.detail["text_retention_days"] == 90
+
+
+def test_the_periodic_run_expires_as_the_command_does(pipeline, hr, settings):
+    from retrieval import tasks  # noqa: F401  (registers the task, as the worker does)
+    from server.celery import app
+
+    keep(hr, 30)
+    old = asked("hr", days=31)
+    app.tasks[settings.CELERY_BEAT_SCHEDULE["retention-expire"]["task"]].delay()  # as beat
+    assert fresh(old).query == ""
+    assert AuditEvent.objects.get(action="retention.expire").actor_name == "system"
+    verified()
