@@ -1,8 +1,9 @@
 """REST: /api/v1/collections and their members (mounted by server.api).
 
 Readers see the collections they may read, with their role and what each holds;
-administrators create collections; owners change, delete and share them. A collection
-is deleted with every document, passage and vector in it, as a document is."""
+administrators create collections and set their retention and legal hold; owners
+change the rest, delete and share them. A collection is deleted with every document,
+passage and vector in it, as a document is."""
 
 from typing import Literal
 
@@ -30,6 +31,8 @@ class CollectionOut(Schema):
     description: str
     role: str
     sensitive: bool
+    text_retention_days: int | None
+    legal_hold: bool
     documents: int
     passages: int
 
@@ -51,6 +54,9 @@ class CollectionChange(Schema):
     system_prompt: str | None = Field(None, max_length=10_000)
     refusal_message: str | None = Field(None, max_length=2_000)
     sensitive: bool | None = None
+    # Administrators only (kb.retention); null: back to KB_TEXT_RETENTION_DAYS.
+    text_retention_days: int | None = Field(None, ge=0, le=36500)
+    legal_hold: bool | None = None
 
 
 class MemberOut(Schema):
@@ -77,6 +83,8 @@ def _out(collections: list[Collection], roles: dict[int, Role]) -> list[Collecti
             description=c.description,
             role=roles[c.pk].label,
             sensitive=c.sensitive,
+            text_retention_days=c.text_retention_days,
+            legal_hold=c.legal_hold,
             documents=counts.get(c.pk, (0, 0))[0],
             passages=counts.get(c.pk, (0, 0))[1],
         )
@@ -131,6 +139,12 @@ def collection_change(request: HttpRequest, slug: str, body: CollectionChange) -
     principal = principal_of(request)
     collection = _owned(principal, slug, "collection.update")
     changes = body.dict(exclude_none=True)
+    if "text_retention_days" in body.model_fields_set:
+        changes["text_retention_days"] = body.text_retention_days
+    if set(changes) & set(kb_services.RETENTION_SETTINGS) and not principal.is_admin:
+        raise HttpError(
+            403, "Only an administrator may change a collection's retention or legal hold."
+        )
     if changes:
         kb_services.collection_update(collection=collection, actor=principal, **changes)
     return _out([collection], {collection.pk: Role.OWNER})[0]
@@ -139,9 +153,12 @@ def collection_change(request: HttpRequest, slug: str, body: CollectionChange) -
 @router.delete("/collections/{slug}", response={204: None})
 def collection_remove(request: HttpRequest, slug: str) -> Status[None]:
     principal = principal_of(request)
-    services.collection_delete(
-        collection=_owned(principal, slug, "collection.delete"), actor=principal
-    )
+    try:
+        services.collection_delete(
+            collection=_owned(principal, slug, "collection.delete"), actor=principal
+        )
+    except kb_services.CollectionOnHold as held:
+        raise HttpError(409, str(held)) from None
     return Status(204, None)
 
 

@@ -206,7 +206,9 @@ def document_delete(*, document: Document, actor: Principal | Actor) -> None:
 
 
 def collection_delete(*, collection: Collection, actor: Principal | Actor) -> None:
-    """Remove the collection with every document in it, as document_delete removes one."""
+    """Remove the collection with every document in it, as document_delete removes one.
+    Raises kb.services.CollectionOnHold, before anything goes, while it is on legal hold."""
+    kb_services.collection_hold_check(collection)
     for document in Document.objects.filter(collection=collection):
         document_delete(document=document, actor=actor)
     kb_services.collection_delete(collection=collection, actor=actor)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -37,7 +37,7 @@ class MembershipInline(admin.TabularInline[Membership, Collection]):
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin[Collection]):
-    list_display = ("slug", "name", "budget_tokens_per_month", "created_at")
+    list_display = ("slug", "name", "budget_tokens_per_month", "legal_hold", "created_at")
     search_fields = ("slug", "name")
     inlines = [MembershipInline]
 
@@ -60,12 +60,18 @@ class CollectionAdmin(admin.ModelAdmin[Collection]):
             )
             obj.pk = created.pk
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and not (obj and obj.legal_hold)
+
     def delete_model(self, request: HttpRequest, obj: Collection) -> None:
         services.collection_delete(collection=obj, actor=session_principal(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         for collection in queryset:
-            self.delete_model(request, collection)
+            try:
+                self.delete_model(request, collection)
+            except services.CollectionOnHold as held:
+                self.message_user(request, str(held), messages.ERROR)
 
 
 @admin.register(Membership)

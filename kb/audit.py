@@ -5,6 +5,19 @@ so an action whose row cannot be written does not happen. Each row's hash is key
 the newest head is kept outside the database too (kb.audit_anchor). `audit_verify` walks
 the chain from the last prune checkpoint, names the first row that does not fit, and
 requires the chain to reach the head kept outside.
+
+Texts that may expire (kb.retention). A row written with question or answer texts
+(`texts_of`: a few columns, and a feedback comment in its detail) holds `texts_hash`, a
+keyed digest of those texts and its seq, and its row hash covers that digest in their
+place. While the texts are there, `audit_verify` checks them against the digest; a
+retention run may erase them (`texts_erase`) and marks the row with its own row's seq
+(`texts_expired_by`). An erased row verifies only when that run's row, itself in the
+chain, names cutoffs under which the row's collections let its texts go: erasing texts
+outside a run, or of a row on hold or too young, shows, and so does any edit of what
+remains. The digest is keyed and salted with the seq, so it confirms no guess at an
+erased text without the key. Rows written before `texts_hash` existed hash their texts
+directly: erasing them would break the chain, so they keep their texts until
+`audit_prune` removes them whole.
 """
 
 import csv
@@ -26,8 +39,16 @@ from django.utils import timezone
 
 from kb import request_context
 from kb.audit_anchor import Head, audit_key, head_advance, head_path, head_read
-from kb.models import AuditChainHead, AuditCheckpoint, AuditEvent, Outcome
+from kb.models import (
+    AUDIT_TEXT_DETAIL_KEYS,
+    AUDIT_TEXT_FIELDS,
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditEvent,
+    Outcome,
+)
 from kb.principal import Principal
+from kb.retention import EXPIRE_ACTION, Cutoffs, row_collections
 
 GENESIS = "0" * 64
 # The first format's columns: every row's hash covers each of them, and the list never
@@ -60,6 +81,7 @@ HASHED_FIELDS = (
 # later changes the hash. Each column is exported too.
 LATER_FIELDS: dict[str, Any] = {
     "rewritten_query": "",  # a follow-up made standalone: what was searched instead
+    "texts_hash": "",  # the digest of texts_of() that the hash covers in their place
 }
 
 
@@ -100,6 +122,20 @@ def _row_values(event: AuditEvent) -> dict[str, Any]:
     return values
 
 
+def texts_of(event: AuditEvent) -> dict[str, str]:
+    """The texts a retention run may erase; a row with `texts_hash` is hashed without them."""
+    texts = {name: getattr(event, name) for name in AUDIT_TEXT_FIELDS}
+    detail = event.detail if isinstance(event.detail, dict) else {}
+    return texts | {f"detail.{key}": detail.get(key, "") for key in AUDIT_TEXT_DETAIL_KEYS}
+
+
+def texts_digest(event: AuditEvent, key: bytes) -> str:
+    """Keyed, and salted with the seq: without the key it confirms no guess at a text,
+    and two rows asking the same do not show it."""
+    texts = {"seq": event.seq, **texts_of(event)}
+    return hmac.new(key, b"texts\n" + _canonical(texts), hashlib.sha256).hexdigest()
+
+
 def row_hash(event: AuditEvent, key: bytes | None) -> str:
     """HMAC-SHA256 under the audit key; plain SHA-256 (`key` None) for the rows that a kb
     before keyed hashes wrote."""
@@ -107,6 +143,11 @@ def row_hash(event: AuditEvent, key: bytes | None) -> str:
     for name, default in LATER_FIELDS.items():
         if values[name] == default:
             del values[name]
+    if "texts_hash" in values:
+        for name in AUDIT_TEXT_FIELDS:
+            values.pop(name, None)
+        if isinstance(detail := values["detail"], dict):
+            values["detail"] = {k: v for k, v in detail.items() if k not in AUDIT_TEXT_DETAIL_KEYS}
     if key is None:
         return hashlib.sha256(_canonical(values)).hexdigest()
     return hmac.new(key, _canonical(values), hashlib.sha256).hexdigest()
@@ -194,7 +235,10 @@ def audit_record(
             prev_hash=head.hash,
             rewritten_query=_storable(rewritten_query),
         )
-        event.hash = row_hash(event, audit_key())
+        key = audit_key()
+        if any(texts_of(event).values()):
+            event.texts_hash = texts_digest(event, key)
+        event.hash = row_hash(event, key)
         event.save(force_insert=True)
         head.hash = event.hash
         head.save(update_fields=["hash"])
@@ -229,6 +273,10 @@ def audit_verify() -> VerifyResult:
         )
     key = audit_key()
     keyed_from = anchor.keyed_from if anchor else 1
+    runs = {
+        run.seq: Cutoffs.of_detail(run.detail)
+        for run in AuditEvent.objects.filter(action=EXPIRE_ACTION, seq__gte=expected_seq)
+    }  # their own rows are checked as the walk reaches them
     checked = 0
     for event in AuditEvent.objects.filter(seq__gte=expected_seq).order_by("seq").iterator():
         if event.seq != expected_seq:
@@ -254,6 +302,8 @@ def audit_verify() -> VerifyResult:
                 checked,
                 f"row seq {event.seq} (id {event.pk}) was edited after it was written",
             )
+        if problem := _texts_problem(event, key, runs):
+            return VerifyResult(False, checked, problem)
         if anchor and event.seq == anchor.seq and event.hash != anchor.hash:
             return VerifyResult(
                 False,
@@ -275,6 +325,31 @@ def audit_verify() -> VerifyResult:
     if problem := _beyond_anchor(anchor, last):
         return VerifyResult(False, checked, problem)
     return VerifyResult(True, checked, f"audit chain intact: {checked} rows verified")
+
+
+def _texts_problem(event: AuditEvent, key: bytes, runs: dict[int, Cutoffs]) -> str:
+    """Why the texts of a row hashed through `texts_hash` do not fit it ("" if they do)."""
+    if not event.texts_hash:
+        return ""
+    where = f"row seq {event.seq} (id {event.pk})"
+    if event.texts_expired_by is None:
+        if texts_digest(event, key) != event.texts_hash:
+            return (
+                f"{where} was edited after it was written: its question or answer texts "
+                "do not match their digest"
+            )
+        return ""
+    run = runs.get(event.texts_expired_by)
+    if any(texts_of(event).values()) or not (
+        run is not None
+        and event.seq < event.texts_expired_by
+        and run.lets_go(row_collections(event), event.created_at)
+    ):
+        return (
+            f"{where} had its texts erased, and the retention run it names (seq "
+            f"{event.texts_expired_by}) did not let them go"
+        )
+    return ""
 
 
 def _beyond_anchor(anchor: Head | None, last: int) -> str:
@@ -335,13 +410,14 @@ def in_batches(events: QuerySet[AuditEvent], size: int = 1000) -> Iterator[Audit
 
 
 def export_fields() -> tuple[str, ...]:
-    return ("id", *HASHED_FIELDS, *LATER_FIELDS, "hash")
+    return ("id", *HASHED_FIELDS, *LATER_FIELDS, "hash", "texts_expired_by")
 
 
 def export_dict(event: AuditEvent) -> dict[str, Any]:
     values = _row_values(event)
     values["id"] = event.pk
     values["hash"] = event.hash
+    values["texts_expired_by"] = event.texts_expired_by
     return {name: values[name] for name in export_fields()}
 
 

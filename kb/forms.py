@@ -14,15 +14,22 @@ class CollectionCreateForm(forms.Form):
 
 
 class CollectionSettingsForm(forms.ModelForm):  # type: ignore[type-arg]
+    """An administrator also sees the retention settings (kb.services.RETENTION_SETTINGS)."""
+
     class Meta:
         model = Collection
         fields = ["name", "description", "system_prompt", "refusal_message"]
-        fields += ["model_profile", "sensitive"]
+        fields += ["model_profile", "sensitive", "text_retention_days", "legal_hold"]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "system_prompt": forms.Textarea(attrs={"rows": 4}),
             "refusal_message": forms.Textarea(attrs={"rows": 2}),
         }
+
+    def __init__(self, *args: Any, admin: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not admin:
+            del self.fields["text_retention_days"], self.fields["legal_hold"]
 
 
 class MemberForm(forms.Form):

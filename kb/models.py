@@ -4,7 +4,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.sessions.base_session import AbstractBaseSession
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -93,6 +93,19 @@ class Collection(models.Model):
         blank=True,
         help_text="Tokens its answers may use per calendar month (UTC); "
         "empty: KB_BUDGET_COLLECTION_TOKENS_PER_MONTH; 0: unlimited.",
+    )
+    # Retention (kb.retention): administrators only.
+    text_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(36500)],
+        help_text="Days the texts of questions and answers over it are kept, in the audit "
+        "trail and in conversations; empty: KB_TEXT_RETENTION_DAYS; 0: kept for good.",
+    )
+    legal_hold = models.BooleanField(
+        default=False,
+        help_text="Keeps every question and answer text over it, whatever the retention, "
+        "until the hold is lifted.",
     )
 
     class Meta:
@@ -208,6 +221,12 @@ class Outcome(models.TextChoices):
     ERROR = "error"
 
 
+# The texts a retention run may erase from an audit row (kb.audit.texts_of): these
+# columns, and these keys of its detail (a feedback comment).
+AUDIT_TEXT_FIELDS = ("query", "answer", "rewritten_query")
+AUDIT_TEXT_DETAIL_KEYS = ("comment",)
+
+
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise PermissionError("audit events are append-only")
@@ -219,6 +238,17 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         """The one way rows leave the trail: kb.audit.audit_prune, which records a checkpoint."""
         deleted, _ = models.QuerySet.delete(self)
         return deleted
+
+    def texts_erase(self, *, by: int) -> int:
+        """The one way texts leave a row: a retention run (retrieval.retention) whose own
+        row is seq `by`. Only rows whose hash covers their texts through `texts_hash`."""
+        rows = self.filter(texts_expired_by__isnull=True).exclude(texts_hash="")
+        for key in AUDIT_TEXT_DETAIL_KEYS:
+            for pk, detail in rows.filter(detail__has_key=key).values_list("pk", "detail"):
+                del detail[key]
+                models.QuerySet.update(rows.filter(pk=pk), detail=detail)
+        erased = dict.fromkeys(AUDIT_TEXT_FIELDS, "")
+        return models.QuerySet.update(rows, texts_expired_by=by, **erased)
 
 
 class AuditEvent(models.Model):
@@ -251,6 +281,9 @@ class AuditEvent(models.Model):
     hash = models.CharField(max_length=64)
     # Added later (kb.audit.LATER_FIELDS): in a row's hash only when not empty.
     rewritten_query = models.TextField(blank=True, default="")  # a follow-up, standalone
+    texts_hash = models.CharField(max_length=64, blank=True, default="")  # keyed, of the texts
+    # Not hashed: the seq of the retention run that erased the texts (kb.audit checks it).
+    texts_expired_by = models.BigIntegerField(null=True, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 

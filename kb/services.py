@@ -190,7 +190,11 @@ COLLECTION_SETTINGS = (
     "model_profile",
     "sensitive",
     "budget_tokens_per_month",  # administrators only: the Admin, not the owners' page
+    "text_retention_days",  # RETENTION_SETTINGS: administrators only
+    "legal_hold",
 )
+# Whose change must say what it became: an auditor asks when texts could start to go.
+RETENTION_SETTINGS = ("text_retention_days", "legal_hold")
 
 
 def collection_update(
@@ -209,12 +213,30 @@ def collection_update(
             action="collection.update",
             actor=actor,
             collections=[collection.slug],
-            detail={"changed": sorted(changes)},
+            detail={
+                "changed": sorted(changes),
+                **{name: changes[name] for name in RETENTION_SETTINGS if name in changes},
+            },
         )
     return collection
 
 
+class CollectionOnHold(Exception):
+    pass
+
+
+def collection_hold_check(collection: Collection) -> None:
+    """Deleting a collection would end its legal hold (its texts would then follow the
+    default retention): only an administrator lifting the hold first may do that."""
+    if collection.legal_hold:
+        raise CollectionOnHold(
+            f"The collection {collection.slug} is on legal hold: an administrator must lift "
+            "the hold before it can be deleted."
+        )
+
+
 def collection_delete(*, collection: Collection, actor: Actor | Principal) -> None:
+    collection_hold_check(collection)
     with transaction.atomic():
         audit_record(action="collection.delete", actor=actor, collections=[collection.slug])
         collection.delete()

@@ -128,14 +128,15 @@ def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
 @login_required
 def collection_settings(request: HttpRequest, slug: str) -> HttpResponse:
     collection = _owned(request, slug)
-    form = CollectionSettingsForm(request.POST or None, instance=collection)
+    principal = session_principal(request)
+    form = CollectionSettingsForm(
+        request.POST or None, instance=collection, admin=principal.is_admin
+    )
     if request.method == "POST" and form.is_valid():
         changes = {name: form.cleaned_data[name] for name in form.changed_data}
         collection.refresh_from_db()
         if changes:
-            services.collection_update(
-                collection=collection, actor=session_principal(request), **changes
-            )
+            services.collection_update(collection=collection, actor=principal, **changes)
         messages.success(request, "Settings saved.")
         return redirect("collection-settings", slug)
     return render(request, "kb/settings.html", {"collection": collection, "form": form})

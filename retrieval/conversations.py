@@ -98,6 +98,8 @@ def _history(conversation: Conversation | None) -> list[dict[str, str]]:
     recent = exchanges_shown(conversation.user, conversation)[-HISTORY_EXCHANGES:]
     turns = []
     for exchange in recent:
+        if exchange.expired_at:
+            continue  # its texts are gone (retrieval.retention)
         turns.append({"role": "user", "content": exchange.question})
         if exchange.answer and not exchange.refused:
             turns.append({"role": "assistant", "content": exchange.answer})
@@ -179,6 +181,7 @@ def _exchange_save(
             query_id=answer.query_id,
             question=answer.question,
             answer=text,
+            collections=" ".join(sorted(c.slug for c in answer.scope)),
             refused=answer.refused,
             error=error,
             citations=citations,
@@ -199,6 +202,7 @@ def feedback_give(*, user: User, query_id: str, rating: Rating, comment: str = "
         audit_record(
             action="feedback",
             actor=Principal(user=user),
+            collections=exchange.collections.split(),  # whose retention its comment follows
             detail={"query_id": query_id, "rating": str(rating), "comment": feedback.comment},
         )
     return feedback

@@ -33,6 +33,10 @@ class Exchange(models.Model):
     # [{"n", "chunk_id", "document_title", "page", "quote", "url"}], as the page showed them.
     citations = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The collections searched, space-separated slugs as in the audit row: whose retention
+    # applies (kb.retention). When it has passed, the texts go and `expired_at` says when.
+    collections = models.TextField(blank=True, default="")
+    expired_at = models.DateTimeField(null=True, blank=True)
     sources_gone = False  # not stored: set by conversations.exchanges_shown for its reader
 
     class Meta:

@@ -1,8 +1,10 @@
-"""Celery entry points: ids in, one service call each."""
+"""Celery entry points: ids in, one service call each. The retention run comes from beat
+(server.settings.CELERY_BEAT_SCHEDULE)."""
 
 from celery import shared_task
 
 from retrieval import evaluation
+from retrieval.retention import retention_expire
 
 HOURS = 3600
 
@@ -12,3 +14,8 @@ HOURS = 3600
 @shared_task(soft_time_limit=12 * HOURS, time_limit=12 * HOURS + 60)
 def evaluation_run_task(run_id: int) -> None:
     evaluation.evaluation_run(run_id=run_id)
+
+
+@shared_task
+def retention_expire_task() -> None:
+    retention_expire()

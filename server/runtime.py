@@ -3,17 +3,17 @@
 Embedded default (no QDRANT_URL): the vector engine admits one process, its owner. The
 owner opens the engine, re-queues whatever a previous owner left unfinished, and runs
 the background worker in threads (server.worker). `serve` becomes the owner for as long
-as it runs, keeps reconciling, and starts the bundled model's server unless
-LLM_BASE_URL is set; `ingest_folder` becomes the owner only while no server is, and
-otherwise queues work for the server's worker. Production: workers are separate
-processes (`celery -A server worker`, with `celery -A server beat` reconciling), and
-web processes start nothing but the model pool's clients.
+as it runs, keeps reconciling, expires texts past their retention (hourly), and starts
+the bundled model's server unless LLM_BASE_URL is set; `ingest_folder` becomes the owner
+only while no server is, and otherwise queues work for the server's worker. Production:
+workers are separate processes (`celery -A server worker`, with `celery -A server beat`
+reconciling and expiring), and web processes start nothing but the model pool's clients.
 """
 
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -24,6 +24,7 @@ from ingest.pipeline import ingest_reconcile
 from ingest.vectors import StoreBusy, vector_store, vector_store_close
 from retrieval.evaluation import evaluations_interrupt
 from retrieval.local_llm import LocalLlm, PortTaken
+from retrieval.retention import retention_expire
 from server.worker import queues_purge, worker_start
 
 logger = logging.getLogger(__name__)
@@ -42,21 +43,21 @@ class Runtime:
             part.stop()
 
 
-class _Reconciler:
-    """Re-queues work whose message was lost, every third of the staleness period."""
+class _Every:
+    """Runs `work` every `seconds` in a thread of its own; a failure waits for the next."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, seconds: float, work: Callable[[], object]) -> None:
+        self._seconds, self._work = seconds, work
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kb-reconcile", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        stale = timedelta(seconds=settings.KB_STALE_AFTER_SECONDS)
-        while not self._stopped.wait(max(stale.total_seconds() / 3, 10)):
+        while not self._stopped.wait(self._seconds):
             try:
-                ingest_reconcile(stale_after=stale)
+                self._work()
             except Exception:
-                logger.exception("reconcile failed; retrying next period")
+                logger.exception("%s failed; retrying next period", self._thread.name)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -100,7 +101,18 @@ def runtime_start() -> Runtime:
         except BaseException:
             runtime.stop()
             raise
-        runtime.parts.append(_Reconciler())
+        # Re-queues work whose message was lost, every third of the staleness period.
+        stale = timedelta(seconds=settings.KB_STALE_AFTER_SECONDS)
+        runtime.parts.append(
+            _Every(
+                "kb-reconcile",
+                max(stale.total_seconds() / 3, 10),
+                lambda: ingest_reconcile(stale_after=stale),
+            )
+        )
+        runtime.parts.append(
+            _Every("kb-retention", settings.KB_RETENTION_RUN_SECONDS, retention_expire)
+        )
     return runtime
 
 

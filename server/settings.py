@@ -201,6 +201,9 @@ KB_AUDIT_HEAD_FILE = env_str("KB_AUDIT_HEAD_FILE")
 # A private question still writes its audit row; false keeps its question and answer
 # texts out of it (metadata only: who, when, collections, outcome, passages).
 KB_PRIVATE_AUDIT_TEXTS = env_bool("KB_PRIVATE_AUDIT_TEXTS", True)
+# Days question and answer texts are kept, in the audit trail and in conversations, for
+# collections that set none of their own (kb.retention); 0: kept for good.
+KB_TEXT_RETENTION_DAYS = env_int("KB_TEXT_RETENTION_DAYS", 0, minimum=0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -374,11 +377,18 @@ KB_STALE_AFTER_SECONDS = env_int("KB_STALE_AFTER_SECONDS", 900, minimum=1)
 # forever, with every other document waiting behind it.
 KB_PARSE_ATTEMPTS = env_int("KB_PARSE_ATTEMPTS", 3, minimum=1)
 KB_POLL_SECONDS = 0.25
+# How often texts past their retention are looked for (beat here; the embedded server
+# runs it in a thread of its own).
+KB_RETENTION_RUN_SECONDS = 3600
 CELERY_BEAT_SCHEDULE = {
     "ingest-reconcile": {
         "task": "ingest.tasks.ingest_reconcile_task",
         "schedule": max(KB_STALE_AFTER_SECONDS // 3, 10),
-    }
+    },
+    "retention-expire": {
+        "task": "retrieval.tasks.retention_expire_task",
+        "schedule": KB_RETENTION_RUN_SECONDS,
+    },
 }
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

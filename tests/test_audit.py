@@ -67,13 +67,17 @@ def test_verify_catches_reordered_rows(trail):
 
 
 def test_verify_catches_a_forged_row_with_a_recomputed_hash(trail):
-    from kb.audit import row_hash
+    from kb.audit import row_hash, texts_digest
     from kb.audit_anchor import audit_key
 
     forged = AuditEvent.objects.get(seq=3)
     forged.query = "forged"
+    forged.texts_hash = texts_digest(forged, audit_key())
     forged_hash = row_hash(forged, audit_key())
-    raw("UPDATE kb_auditevent SET query = %s, hash = %s WHERE seq = 3", "forged", forged_hash)
+    raw(
+        "UPDATE kb_auditevent SET query = %s, texts_hash = %s, hash = %s WHERE seq = 3",
+        *("forged", forged.texts_hash, forged_hash),
+    )
     result = audit_verify()
     assert not result.ok and "seq 4" in result.message
 
