@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -14,64 +14,12 @@ from kb.audit import audit_record
 from kb.models import (
     ApiToken,
     AuditEvent,
-    Collection,
     Membership,
     ModelProfile,
     Role,
     ServiceAccount,
 )
 from kb.principal import session_principal
-
-
-class MembershipInline(admin.TabularInline[Membership, Collection]):
-    model = Membership
-    extra = 0
-    fields = ("user", "group", "role")
-    readonly_fields = ("user", "group", "role")
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin[Collection]):
-    list_display = ("slug", "name", "budget_tokens_per_month", "legal_hold", "created_at")
-    search_fields = ("slug", "name")
-    inlines = [MembershipInline]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return ("slug",) if obj else ()
-
-    def save_model(self, request: HttpRequest, obj: Collection, form: Any, change: bool) -> None:
-        if change:
-            services.collection_update(
-                collection=obj,
-                actor=session_principal(request),
-                **{name: form.cleaned_data[name] for name in form.changed_data},
-            )
-        else:
-            created, _ = services.collection_create(
-                slug=obj.slug,
-                name=obj.name,
-                description=obj.description,
-                actor=session_principal(request),
-            )
-            obj.pk = created.pk
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) and not (obj and obj.legal_hold)
-
-    def delete_model(self, request: HttpRequest, obj: Collection) -> None:
-        services.collection_delete(collection=obj, actor=session_principal(request))
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
-        for collection in queryset:
-            try:
-                self.delete_model(request, collection)
-            except services.CollectionOnHold as held:
-                self.message_user(request, str(held), messages.ERROR)
 
 
 @admin.register(Membership)

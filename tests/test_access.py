@@ -122,5 +122,20 @@ def test_collections_api_create_change_share_and_delete(pipeline, hr, alice, bob
     assert owner.get("/api/v1/collections/hr").status_code == 404
 
 
+def test_deleting_a_collection_in_the_admin_removes_its_files_and_vectors(pipeline, hr):
+    from ingest import storage
+
+    admin = logged_in(User.objects.create_superuser("root", password="root-pass-123"))
+    upload(hr, "cafe.txt", b"The canteen opens at eight.")
+    sha = Document.objects.get().versions.get().sha256
+    assert vector_store().count() > 0 and storage.path_for(sha).exists()
+    page = f"/admin/kb/collection/{hr.pk}/delete/"
+    assert admin.post(page, {"post": "yes"}).status_code == 302
+    assert not Collection.objects.filter(slug="hr").exists()
+    assert not Document.objects.exists() and not Chunk.objects.exists()
+    assert vector_store().count() == 0
+    assert not storage.path_for(sha).exists()
+
+
 def json_post(client, path: str, body: dict[str, str]):
     return client.post(path, json.dumps(body), content_type="application/json")
