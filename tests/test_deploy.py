@@ -470,8 +470,8 @@ def test_the_readmes_qdrant_collection_is_one_kb_fills_and_searches(tmp_path):
 
     from ingest import embedder
     from ingest.sparse import encode_document, encode_query
-    from ingest.vectors.base import INDEXED_FIELDS, Point, Scope
-    from ingest.vectors.server import ServerStore
+    from ingest.vectors.base import INDEXED_FIELDS, Point, Scope, point_payload
+    from ingest.vectors.server import LAYOUT, ServerStore
 
     readme = (ROOT / "compose" / "README.md").read_text()
     found = re.search(r"```python\n(from qdrant_client import models\n.*?)```", readme, re.S)
@@ -479,6 +479,8 @@ def test_the_readmes_qdrant_collection_is_one_kb_fills_and_searches(tmp_path):
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     recipe: dict[str, Any] = {"client": client}
     exec(found.group(1), recipe)  # noqa: S102 (our own README)
+    # Made with kb's layout: kb uses it as it is, with nothing to upgrade.
+    assert client.get_collection(recipe["COLLECTION"]).config.metadata == LAYOUT
     client.close()
     assert recipe["COLLECTION"] == f"kb-{embedder.model_name()}".lower()
     assert recipe["INDEXED"] == INDEXED_FIELDS
@@ -489,14 +491,16 @@ def test_the_readmes_qdrant_collection_is_one_kb_fills_and_searches(tmp_path):
         dimensions=embedder.dimensions(),
     )
     text = "Every employee receives twenty-eight days of paid holiday."
-    payload = {"collection_id": 7, "document_id": 1, "version": 1, "chunk_id": 1, "page": 1}
+    payload = point_payload(
+        collection_id=7, document_id=1, version=1, chunk_id=1, page=1, content_type="text/plain"
+    )
     store.upsert(
         [
             Point(
                 id="00000000-0000-0000-0000-000000000001",
                 dense=[1.0] + [0.0] * (embedder.dimensions() - 1),
                 sparse=encode_document(text),
-                payload={**payload, "content_type": "text/plain", "live": 1},
+                payload={**payload, "live": 1},
             )
         ]
     )

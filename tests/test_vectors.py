@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ingest.sparse import encode_document, encode_query
-from ingest.vectors.base import Point, Scope
+from ingest.vectors.base import Hit, Point, Scope, point_payload
 from ingest.vectors.edge import EdgeStore
 from ingest.vectors.server import ServerStore
 
@@ -33,12 +33,14 @@ def point(collection: int, document: int, version: int, index: int = 0, live: bo
         dense=vector(document * 10 + version),
         sparse=encode_document(text),
         payload={
-            "collection_id": collection,
-            "document_id": document,
-            "version": version,
-            "chunk_id": document * 10 + version,
-            "page": 1,
-            "content_type": "text/plain",
+            **point_payload(
+                collection_id=collection,
+                document_id=document,
+                version=version,
+                chunk_id=document * 10 + version,
+                page=1,
+                content_type="text/plain",
+            ),
             "live": int(live),
         },
     )
@@ -217,3 +219,138 @@ def test_a_store_made_with_qdrants_idf_says_so(tmp_path):
     client.close()
     old = ServerStore.connect(path=str(tmp_path / "local"), collection="kb-old", dimensions=DIM)
     assert old.idf_in_store is True
+
+
+# --- a store made before the tenant key -------------------------------------------------
+
+# The layout kb made before: collection_id alone, indexed as an integer; no tenant key.
+OLD_INDEXES = {"collection_id": "integer", "document_id": "integer", "live": "integer"}
+
+
+def old_points() -> list[Point]:
+    points = [point(1, 10, 1), point(1, 11, 1), point(2, 20, 1)]
+    for p in points:
+        del p.payload["tenant"]
+    return points
+
+
+def make_old_edge(path) -> None:
+    import qdrant_edge as q
+
+    shard = q.EdgeShard.create(
+        str(path),
+        q.EdgeConfig(
+            vectors={"dense": q.EdgeVectorParams(size=DIM, distance=q.Distance.Cosine)},
+            sparse_vectors={"sparse": q.EdgeSparseVectorParams()},
+        ),
+    )
+    for field in OLD_INDEXES:
+        shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Integer))
+    shard.update(
+        q.UpdateOperation.upsert_points(
+            [
+                q.Point(
+                    id=p.id,
+                    vector={
+                        "dense": list(p.dense),
+                        "sparse": q.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+                    },
+                    payload=p.payload,
+                )
+                for p in old_points()
+            ]
+        )
+    )
+    shard.close()
+
+
+def make_old_local(path) -> None:
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(path))
+    client.create_collection(
+        "kb-test",
+        vectors_config={"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+        sparse_vectors_config={"sparse": models.SparseVectorParams()},
+    )
+    for field, kind in OLD_INDEXES.items():
+        client.create_payload_index("kb-test", field, field_schema=models.PayloadSchemaType(kind))
+    client.upsert(
+        "kb-test",
+        points=[
+            models.PointStruct(
+                id=p.id,
+                vector={
+                    "dense": list(p.dense),
+                    "sparse": models.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+                },
+                payload=p.payload,
+            )
+            for p in old_points()
+        ],
+    )
+    client.close()
+
+
+def assert_tenant_layout(store: EdgeStore | ServerStore) -> None:
+    if isinstance(store, EdgeStore):
+        import qdrant_edge as q
+
+        schema = store.shard.info().payload_schema
+        params = schema["tenant"].params
+        assert isinstance(params, q.KeywordIndexParams) and params.is_tenant is True
+        assert "collection_id" not in schema  # replaced: searches filter on the tenant key
+    else:  # local mode reports no indexes: the layout kb records
+        assert store.client.get_collection("kb-test").config.metadata == {"kb_layout": 2}
+
+
+def leave(store: EdgeStore | ServerStore, collections: list[int]) -> list[Hit]:
+    return store.search(
+        dense=None,
+        sparse=encode_query("annual leave"),
+        scope=Scope(collections),
+        limit=10,
+        mode="sparse",
+    )
+
+
+def open_store(kind: str, tmp_path) -> EdgeStore | ServerStore:
+    if kind == "edge":
+        return EdgeStore.open(tmp_path / "edge", dimensions=DIM)
+    return ServerStore.connect(path=str(tmp_path / "local"), collection="kb-test", dimensions=DIM)
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_an_older_store_gets_the_tenant_key_once_when_opened(kind, tmp_path):
+    if kind == "edge":
+        make_old_edge(tmp_path / "edge")
+    else:
+        make_old_local(tmp_path / "local")
+    store = open_store(kind, tmp_path)
+    hits = leave(store, [1])
+    assert docs(hits) == [10]
+    assert [h.payload["tenant"] for h in hits] == ["1"]
+    assert docs(leave(store, [1, 2])) == [10, 20]
+    assert_tenant_layout(store)
+    # A passage written by the old code after the upgrade stays as it is: not run twice.
+    late = point(2, 20, 1)
+    del late.payload["tenant"]
+    store.upsert(
+        [
+            Point(
+                id="00000000-0000-0000-0000-999999999999",
+                dense=late.dense,
+                sparse=late.sparse,
+                payload=late.payload,
+            )
+        ]
+    )
+    store.close()
+    store = open_store(kind, tmp_path)
+    assert store.count(document_id=20) == 2
+    assert docs(leave(store, [2])) == [20]
+    store.close()
+
+
+def test_a_new_store_is_made_with_the_tenant_key(store):
+    assert_tenant_layout(store)

@@ -8,6 +8,9 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 
 # Payload fields. `live` turns true only when a whole version is indexed.
 COLLECTION_ID = "collection_id"
+# The collection id again, as a string: Qdrant keeps a tenant's points together only for
+# a keyword (or UUID) index marked is_tenant, and searches filter on it.
+TENANT = "tenant"
 DOCUMENT_ID = "document_id"
 VERSION = "version"
 CHUNK_ID = "chunk_id"
@@ -15,9 +18,10 @@ PAGE = "page"
 CONTENT_TYPE = "content_type"
 LIVE = "live"  # 0 or 1: the in-process engine does not match booleans
 
-# The fields a search filters on: each adapter indexes these, by kind.
-INDEXED_FIELDS: dict[str, Literal["integer", "keyword"]] = {
-    COLLECTION_ID: "integer",
+# The fields a search filters on: each adapter indexes these, by kind ("tenant": a
+# keyword index with is_tenant).
+INDEXED_FIELDS: dict[str, Literal["tenant", "integer", "keyword"]] = {
+    TENANT: "tenant",
     DOCUMENT_ID: "integer",
     LIVE: "integer",
     CONTENT_TYPE: "keyword",
@@ -26,6 +30,10 @@ INDEXED_FIELDS: dict[str, Literal["integer", "keyword"]] = {
 
 class StoreBusy(RuntimeError):
     """Another process owns the vector store (the embedded engine admits one)."""
+
+
+def tenant_key(collection_id: int) -> str:
+    return str(collection_id)
 
 
 def point_payload(
@@ -40,6 +48,7 @@ def point_payload(
     """A passage's payload, written not yet live: set_live turns its version on whole."""
     return {
         COLLECTION_ID: collection_id,
+        TENANT: tenant_key(collection_id),
         DOCUMENT_ID: document_id,
         VERSION: version,
         CHUNK_ID: chunk_id,

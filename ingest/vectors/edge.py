@@ -7,6 +7,7 @@ write lock (ingest.data_lock), so a backup copies the shard's files between writ
 """
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,25 @@ from ingest.vectors.base import (
     DOCUMENT_ID,
     INDEXED_FIELDS,
     LIVE,
+    TENANT,
     VERSION,
     Hit,
     Point,
     Scope,
     SearchMode,
     StoreBusy,
+    tenant_key,
 )
 
 DENSE = "dense"
 SPARSE = "sparse"
 RRF_K = 60
-
-
-_SCHEMAS = {"integer": q.PayloadSchemaType.Integer, "keyword": q.PayloadSchemaType.Keyword}
+_SCHEMAS: dict[str, q.PayloadSchemaType | q.KeywordIndexParams] = {
+    "tenant": q.KeywordIndexParams(is_tenant=True),
+    "integer": q.PayloadSchemaType.Integer,
+    "keyword": q.PayloadSchemaType.Keyword,
+}
+logger = logging.getLogger(__name__)
 
 
 def _match(field: str, value: Any) -> q.FieldCondition:
@@ -44,7 +50,9 @@ def _match(field: str, value: Any) -> q.FieldCondition:
 def _scope_filter(scope: Scope) -> q.Filter:
     must: list[Any] = [
         _match(LIVE, 1),
-        q.FieldCondition(key=COLLECTION_ID, match=q.MatchAny(any=list(scope.collection_ids))),
+        q.FieldCondition(
+            key=TENANT, match=q.MatchAny(any=[tenant_key(c) for c in scope.collection_ids])
+        ),
     ]
     if scope.document_ids is not None:
         must.append(
@@ -66,6 +74,38 @@ def _idf_in_store(path: Path) -> bool:
     return bool(config.get("sparse_vectors", {}).get(SPARSE, {}).get("modifier"))
 
 
+def _index(shard: q.EdgeShard) -> None:
+    for field, kind in INDEXED_FIELDS.items():
+        shard.update(q.UpdateOperation.create_field_index(field, _SCHEMAS[kind]))
+
+
+def _upgrade(shard: q.EdgeShard, path: Path) -> None:
+    """Give a store made before the tenant key its key and index, a kb collection at a
+    time; the tenant index, made last, keeps it from running again."""
+    untagged = q.Filter(
+        must=[q.IsEmptyCondition(key=TENANT)], must_not=[q.IsEmptyCondition(key=COLLECTION_ID)]
+    )
+    tagged = 0
+    while True:
+        found, _ = shard.scroll(
+            q.ScrollRequest(filter=untagged, limit=1, with_payload=[COLLECTION_ID])
+        )
+        if not found:
+            break
+        collection_id = (found[0].payload or {})[COLLECTION_ID]
+        shard.update(
+            q.UpdateOperation.set_payload_by_filter(
+                q.Filter(must=[_match(COLLECTION_ID, collection_id)]),
+                {TENANT: tenant_key(collection_id)},
+            )
+        )
+        tagged += 1
+    if COLLECTION_ID in shard.info().payload_schema:  # the integer index is not searched
+        shard.update(q.UpdateOperation.delete_field_index(COLLECTION_ID))
+    _index(shard)
+    logger.info("%s: gave the passages of %d collections the tenant key", path, tagged)
+
+
 class EdgeStore:
     def __init__(self, shard: q.EdgeShard, *, path: Path, idf_in_store: bool = False) -> None:
         self.shard = shard
@@ -81,7 +121,10 @@ class EdgeStore:
     def _open(cls, path: Path, *, dimensions: int) -> "EdgeStore":
         try:
             if (path / "edge_config.json").exists() or (path.exists() and any(path.iterdir())):
-                return cls(q.EdgeShard.load(str(path)), path=path, idf_in_store=_idf_in_store(path))
+                shard = q.EdgeShard.load(str(path))
+                if TENANT not in shard.info().payload_schema:
+                    _upgrade(shard, path)
+                return cls(shard, path=path, idf_in_store=_idf_in_store(path))
             path.mkdir(parents=True, exist_ok=True)
             shard = q.EdgeShard.create(
                 str(path),
@@ -100,8 +143,7 @@ class EdgeStore:
                     "(the embedded engine admits one: stop it, or go through it)"
                 ) from error
             raise
-        for field, kind in INDEXED_FIELDS.items():
-            shard.update(q.UpdateOperation.create_field_index(field, _SCHEMAS[kind]))
+        _index(shard)
         return cls(shard, path=path)
 
     def _update(self, operation: q.UpdateOperation) -> None:

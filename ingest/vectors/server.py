@@ -1,6 +1,7 @@
 """A Qdrant server or cluster through qdrant-client (production). Its local mode
 (`QdrantClient(path=...)`) speaks the same API, which is how the tests run this code."""
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,20 +14,27 @@ from ingest.vectors.base import (
     DOCUMENT_ID,
     INDEXED_FIELDS,
     LIVE,
+    TENANT,
     VERSION,
     Hit,
     Point,
     Scope,
     SearchMode,
+    tenant_key,
 )
 
 DENSE = "dense"
 SPARSE = "sparse"
 RRF_K = 60  # as the edge adapter; the server's default differs
-_SCHEMAS = {
+_SCHEMAS: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+    "tenant": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
     "integer": models.PayloadSchemaType.INTEGER,
     "keyword": models.PayloadSchemaType.KEYWORD,
 }
+# The collection's metadata names its layout; without it, a store made before the tenant
+# key, upgraded when opened.
+LAYOUT = {"kb_layout": 2}
+logger = logging.getLogger(__name__)
 
 
 def _match(field: str, value: Any) -> models.FieldCondition:
@@ -37,7 +45,7 @@ def _scope_filter(scope: Scope) -> models.Filter:
     must: list[models.Condition] = [
         _match(LIVE, 1),
         models.FieldCondition(
-            key=COLLECTION_ID, match=models.MatchAny(any=list(scope.collection_ids))
+            key=TENANT, match=models.MatchAny(any=[tenant_key(c) for c in scope.collection_ids])
         ),
     ]
     if scope.document_ids is not None:
@@ -83,8 +91,11 @@ class ServerStore:
 
     def _ensure(self, dimensions: int) -> None:
         if self.client.collection_exists(self.collection):
-            sparse = self.client.get_collection(self.collection).config.params.sparse_vectors
+            config = self.client.get_collection(self.collection).config
+            sparse = config.params.sparse_vectors
             self.idf_in_store = (sparse or {})[SPARSE].modifier == models.Modifier.IDF
+            if not LAYOUT.items() <= (config.metadata or {}).items():
+                self._upgrade()
             return
         self.client.create_collection(
             self.collection,
@@ -93,9 +104,46 @@ class ServerStore:
             },
             # Term weights come with the query (ingest.term_stats).
             sparse_vectors_config={SPARSE: models.SparseVectorParams()},
+            metadata=LAYOUT,
         )
+        self._index()
+
+    def _index(self) -> None:
         for field, kind in INDEXED_FIELDS.items():
-            self.client.create_payload_index(self.collection, field, field_schema=_SCHEMAS[kind])
+            self.client.create_payload_index(
+                self.collection, field, field_schema=_SCHEMAS[kind], wait=True
+            )
+
+    def _upgrade(self) -> None:
+        """Give a store made before the tenant key its key and index, a kb collection at a
+        time; the layout in the metadata, written last, keeps it from running again."""
+        untagged = models.Filter(
+            must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=TENANT))],
+            must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=COLLECTION_ID))],
+        )
+        tagged = 0
+        while True:
+            found, _ = self.client.scroll(
+                self.collection, scroll_filter=untagged, limit=1, with_payload=[COLLECTION_ID]
+            )
+            if not found:
+                break
+            collection_id = (found[0].payload or {})[COLLECTION_ID]
+            self.client.set_payload(
+                self.collection,
+                payload={TENANT: tenant_key(collection_id)},
+                points=models.Filter(must=[_match(COLLECTION_ID, collection_id)]),
+                wait=True,
+            )
+            tagged += 1
+        self._index()
+        # A server reports its indexes (local mode none): the integer one is not searched.
+        if COLLECTION_ID in self.client.get_collection(self.collection).payload_schema:
+            self.client.delete_payload_index(self.collection, COLLECTION_ID, wait=True)
+        self.client.update_collection(self.collection, metadata=LAYOUT)
+        logger.info(
+            "%s: gave the passages of %d collections the tenant key", self.describe(), tagged
+        )
 
     def upsert(self, points: Sequence[Point]) -> None:
         self.client.upsert(
