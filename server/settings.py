@@ -337,9 +337,12 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("KB_WORKER_MAX_MEMORY_MB", 4096, mi
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("KB_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
+# An evaluation run waits on the model for minutes to hours: on a queue of its own, it
+# never holds up parsing (and the reconcilers, on ingest, never wait behind it).
 CELERY_TASK_ROUTES = {
     "ingest.tasks.version_embed_task": {"queue": "embed"},
     "ingest.tasks.versions_embed_task": {"queue": "embed"},
+    "retrieval.tasks.evaluation_run_task": {"queue": "evaluate"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The embedded default runs the worker inside the serving process (server/runtime.py).
@@ -347,7 +350,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 KB_RATE_LIMIT_TOKEN = env_str("KB_RATE_LIMIT_TOKEN", "1200/min")
 KB_RATE_LIMIT_USER = env_str("KB_RATE_LIMIT_USER", "2400/min")
 KB_INPROCESS_WORKER = env_bool("KB_INPROCESS_WORKER", not QDRANT_URL)
-# Threads per queue (ingest, embed) of the in-process worker.
+# Threads per queue (ingest, embed, evaluate) of the in-process worker.
 KB_WORKER_CONCURRENCY = env_int("KB_WORKER_CONCURRENCY", 1, minimum=1)
 CELERY_TIMEZONE = "UTC"
 
