@@ -1,6 +1,9 @@
 """Celery entry points: ids in, one service call each."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 
 from retrieval import evaluation
 
@@ -12,3 +15,9 @@ HOURS = 3600
 @shared_task(soft_time_limit=12 * HOURS, time_limit=12 * HOURS + 60)
 def evaluation_run_task(run_id: int) -> None:
     evaluation.evaluation_run(run_id=run_id)
+
+
+@shared_task
+def evaluations_reconcile_task() -> None:
+    stale = timedelta(seconds=settings.KB_EVALUATION_STALE_SECONDS)
+    evaluation.evaluations_reconcile(stale_after=stale)

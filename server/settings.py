@@ -376,12 +376,21 @@ KB_STALE_AFTER_SECONDS = env_int("KB_STALE_AFTER_SECONDS", 900, minimum=1)
 # Parses a version may start before it fails: one that kills its worker is not retried
 # forever, with every other document waiting behind it.
 KB_PARSE_ATTEMPTS = env_int("KB_PARSE_ATTEMPTS", 3, minimum=1)
+# An evaluation run that has answered no question for this long lost its worker and is
+# marked failed (one question takes the model's time to first token, at most
+# KB_LLM_TIMEOUT an endpoint, and then KB_LLM_MAX_TOKENS tokens: seconds to minutes).
+KB_EVALUATION_STALE_SECONDS = env_int("KB_EVALUATION_STALE_SECONDS", 1800, minimum=60)
 KB_POLL_SECONDS = 0.25
+# The reconcilers (production's; the embedded default reconciles in server.runtime).
 CELERY_BEAT_SCHEDULE = {
     "ingest-reconcile": {
         "task": "ingest.tasks.ingest_reconcile_task",
         "schedule": max(KB_STALE_AFTER_SECONDS // 3, 10),
-    }
+    },
+    "evaluations-reconcile": {
+        "task": "retrieval.tasks.evaluations_reconcile_task",
+        "schedule": KB_EVALUATION_STALE_SECONDS // 3,
+    },
 }
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -33,6 +33,16 @@ PARKING_Q = GoldenItem(
 )
 
 
+def asked_of_default(collection, user, *golden: GoldenItem) -> EvaluationRun:
+    """A run of the collection's own profile, asked here (not queued); reread."""
+    (run,) = evaluation.evaluation_start(
+        collection=collection, user=user, profiles=[], actor=principal(user), golden=list(golden)
+    )
+    evaluation.evaluation_run(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
 def test_golden_sets_are_read_from_json_lines_and_csv():
     jsonl = "\n".join(
         json.dumps(line)
@@ -85,15 +95,7 @@ def test_a_run_scores_the_answers_and_audits_each_question_as_an_evaluation(
 ):
     llm_at(local_llm)
     hr = docs["holiday"].collection
-    (run,) = evaluation.evaluation_start(
-        collection=hr,
-        user=alice,
-        profiles=[],
-        actor=principal(alice),
-        golden=[HOLIDAY_Q, PARKING_Q],
-    )
-    evaluation.evaluation_run(run_id=run.pk)
-    run.refresh_from_db()
+    run = asked_of_default(hr, alice, HOLIDAY_Q, PARKING_Q)
     assert run.status == RunStatus.DONE and run.profile == "default"
     assert run.model == "smollm2-135m" and len(run.rows) == 2
     assert run.metrics["hit_rate"] == 1.0 and run.metrics["errors"] == 0
@@ -184,3 +186,62 @@ def test_helpful_answers_become_golden_questions(docs, alice, bob):
     assert added.question == HOLIDAY_Q.question and added.answer == "Twenty-eight days [1]."
     assert added.documents == ["holiday.txt"] and added.source == "feedback"
     assert logged_in(bob).post("/collections/hr/evaluation/feedback").status_code == 403
+
+
+def test_a_run_whose_worker_stopped_is_marked_interrupted_and_the_page_stops_reloading(
+    pipeline, hr, alice, settings
+):
+    # Production's workers are other processes: one killed mid-run leaves its run
+    # "running". Beat's reconciler gives up a run that has answered nothing for
+    # KB_EVALUATION_STALE_SECONDS (answers so far kept), and queues again one whose
+    # message was lost.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from retrieval.tasks import evaluations_reconcile_task
+
+    def started(status: str, *, idle: int) -> EvaluationRun:
+        (run,) = evaluation.evaluation_start(
+            collection=hr, user=alice, profiles=[], actor=principal(alice), golden=[PARKING_Q]
+        )
+        EvaluationRun.objects.filter(pk=run.pk).update(
+            status=status, updated_at=timezone.now() - timedelta(seconds=idle)
+        )
+        return run
+
+    stale = settings.KB_EVALUATION_STALE_SECONDS
+    alive = started(RunStatus.RUNNING, idle=stale - 60)
+    lost = started(RunStatus.QUEUED, idle=stale + 60)
+    dead = started(RunStatus.RUNNING, idle=stale + 60)  # the newest: the page shows it first
+    EvaluationRun.objects.filter(pk=dead.pk).update(rows=[{"question": "asked before"}])
+    page = logged_in(alice).get("/collections/hr/evaluation").content.decode()
+    assert "location.reload" in page
+    evaluations_reconcile_task()
+    dead.refresh_from_db()
+    assert dead.status == RunStatus.FAILED and dead.error == "interrupted: its worker stopped"
+    assert dead.finished_at and len(dead.rows) == 1
+    assert EvaluationRun.objects.get(pk=alive.pk).status == RunStatus.RUNNING
+    assert EvaluationRun.objects.get(pk=lost.pk).status == RunStatus.DONE  # asked (eagerly)
+    page = logged_in(alice).get("/collections/hr/evaluation").content.decode()
+    assert "interrupted: its worker stopped" in page and "location.reload" not in page
+
+
+def test_a_worker_whose_run_was_given_up_asks_no_further(hr, alice, monkeypatch):
+    # A worker taken for dead that was only slow: its run stays interrupted, and the
+    # model is not asked the questions after.
+    from datetime import timedelta
+
+    from retrieval import services
+
+    asked = []
+
+    def answer_while_given_up(**kwargs):
+        asked.append(kwargs["question"])
+        evaluation.evaluations_reconcile(stale_after=timedelta(0))
+        raise services.QuestionTooLong("not asked: the test stops here")
+
+    monkeypatch.setattr(services, "question_answer", answer_while_given_up)
+    run = asked_of_default(hr, alice, HOLIDAY_Q, PARKING_Q)
+    assert asked == [HOLIDAY_Q.question]
+    assert run.status == RunStatus.FAILED and run.error == "interrupted: its worker stopped"
