@@ -1,6 +1,7 @@
 """A collection's evaluation on its own golden set: files read, runs scored and kept,
 each question audited as an evaluation, the command, and the page for owners."""
 
+import dataclasses
 import io
 import json
 
@@ -21,7 +22,15 @@ from retrieval.models import (
     RunStatus,
 )
 from retrieval.scoring import agreement
-from tests.conftest import dead_url, logged_in, principal
+from tests.conftest import (
+    PARKING,
+    dead_url,
+    embedded_env,
+    kb_serve,
+    logged_in,
+    manage,
+    principal,
+)
 
 HOLIDAY_Q = GoldenItem(
     "How many days of paid holiday does every employee receive?",
@@ -137,6 +146,41 @@ def test_the_command_prints_the_numbers_and_keeps_the_run(
         golden.write_text(json.dumps({"question": "q?", "answer": "a"}))
         call_command("collection_eval", "hr", "--golden", str(golden), "--profile", "nope")
     assert EvaluationRun.objects.count() == 1
+
+
+def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_path, local_llm):
+    # The embedded default: the server owns the data, so the command cannot ask here;
+    # the server's worker asks the bundled model, and the command prints what it found.
+    data = tmp_path / "kb"
+    data.mkdir()
+    env = embedded_env(
+        data, LLM_BASE_URL=local_llm, LLM_MODEL="smollm2-135m", KB_LLM_MAX_TOKENS="32"
+    )
+    for args, stdin in (
+        (["migrate", "--verbosity", "0"], ""),
+        (["user_create", "alice", "--password-stdin"], "alice-pass-4821"),
+        (["collection_create", "hr"], ""),
+        (["member_add", "hr", "--user", "alice", "--role", "owner"], ""),
+    ):
+        manage(env, *args, stdin=stdin).check_returncode()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "parking.txt").write_text(PARKING)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps(dataclasses.asdict(PARKING_Q)))
+    server, _ = kb_serve(env, data)
+    try:
+        manage(env, "ingest_folder", "hr", str(folder), "--wait", timeout=300).check_returncode()
+        done = manage(env, "collection_eval", "hr", "--golden", str(golden), timeout=300)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert done.returncode == 0, done.stderr
+    assert "the running kb server does the work" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split() == ["model", "smollm2-135m"]
+    assert any(line.startswith("hit rate") and line.endswith("1.00") for line in lines)
+    assert lines[-1] == "evaluation hr questions=1 runs=1"
 
 
 def upload(client: Client, text: str, name: str = "golden.csv"):
