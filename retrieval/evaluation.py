@@ -33,6 +33,7 @@ from retrieval.llm import LlmUnavailable
 from retrieval.models import EvaluationRun, RunStatus
 
 logger = logging.getLogger(__name__)
+
 # What a run's summary shows, in order: (key, label, how it is written).
 METRICS = (
     ("hit_rate", "hit rate", "{:.2f}"),
@@ -144,20 +145,20 @@ def evaluation_run(*, run_id: int) -> None:
     """Asks the run's questions, saving each row as it comes. A run that is not queued
     (done, or taken by another worker) is left alone; one that breaks is marked failed;
     one given up meanwhile (evaluations_reconcile) is asked no further."""
-    now = timezone.now()
     if not EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, updated_at=now
+        status=RunStatus.RUNNING, updated_at=timezone.now()
     ):
         return
     run = EvaluationRun.objects.select_related("collection", "user").get(pk=run_id)
     try:
         _ask_all(run)
     except BaseException as error:
+        now = timezone.now()
         _held(run).update(
             status=RunStatus.FAILED,
             error=f"{type(error).__name__}: {error}",
-            finished_at=timezone.now(),
-            updated_at=timezone.now(),
+            finished_at=now,
+            updated_at=now,
         )
         raise
 
@@ -207,12 +208,13 @@ def _ask_all(run: EvaluationRun) -> None:
         run.error = "the user who started the run is gone"
     else:
         _ask_each(run, Principal(user=run.user))
+    now = timezone.now()
     _held(run).update(
         metrics=evaluation_summary(run.rows),
         status=RunStatus.FAILED if run.error else RunStatus.DONE,
         error=run.error,
-        finished_at=timezone.now(),
-        updated_at=timezone.now(),
+        finished_at=now,
+        updated_at=now,
     )
 
 
