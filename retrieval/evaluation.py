@@ -12,12 +12,15 @@ run's id. Per profile:
 - time to first token (median, ms) and tokens (prompt and completion) per question.
 """
 
+import logging
 import statistics
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -28,6 +31,8 @@ from retrieval import scoring, services, usage
 from retrieval.golden import GoldenItem, documents_by_name
 from retrieval.llm import LlmUnavailable
 from retrieval.models import EvaluationRun, RunStatus
+
+logger = logging.getLogger(__name__)
 
 # What a run's summary shows, in order: (key, label, how it is written).
 METRICS = (
@@ -138,19 +143,30 @@ def _enqueue_on_commit(run_id: int) -> None:
 
 def evaluation_run(*, run_id: int) -> None:
     """Asks the run's questions, saving each row as it comes. A run that is not queued
-    (done, or taken by another worker) is left alone; one that breaks is marked failed."""
+    (done, or taken by another worker) is left alone; one that breaks is marked failed;
+    one given up meanwhile (evaluations_reconcile) is asked no further."""
     if not EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING
+        status=RunStatus.RUNNING, updated_at=timezone.now()
     ):
         return
     run = EvaluationRun.objects.select_related("collection", "user").get(pk=run_id)
     try:
         _ask_all(run)
     except BaseException as error:
-        run.status, run.error = RunStatus.FAILED, f"{type(error).__name__}: {error}"
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "error", "finished_at"])
+        now = timezone.now()
+        _held(run).update(
+            status=RunStatus.FAILED,
+            error=f"{type(error).__name__}: {error}",
+            finished_at=now,
+            updated_at=now,
+        )
         raise
+
+
+def _held(run: EvaluationRun) -> QuerySet[EvaluationRun]:
+    """The run while it is still this worker's: each write goes through it, so that a run
+    given up as interrupted stays so."""
+    return EvaluationRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING)
 
 
 def evaluations_interrupt() -> int:
@@ -164,15 +180,42 @@ def evaluations_interrupt() -> int:
     )
 
 
+def evaluations_reconcile(*, stale_after: timedelta) -> int:
+    """Production's periodic check (beat), and says how many runs it gave up. A run that
+    has not moved for `stale_after` while running lost its worker (stopped, or killed
+    mid-run: its message, if delivered again, finds the run taken): it is marked failed,
+    its answers so far kept. A queued one whose message was lost is queued again (a
+    duplicate finds it taken)."""
+    now = timezone.now()
+    stale = EvaluationRun.objects.filter(updated_at__lt=now - stale_after)
+    interrupted = list(stale.filter(status=RunStatus.RUNNING).values_list("pk", flat=True))
+    EvaluationRun.objects.filter(pk__in=interrupted, status=RunStatus.RUNNING).update(
+        status=RunStatus.FAILED,
+        error="interrupted: its worker stopped",
+        finished_at=now,
+        updated_at=now,
+    )
+    if interrupted:
+        logger.warning("evaluation runs %s were interrupted: their worker stopped", interrupted)
+    for run_id in stale.filter(status=RunStatus.QUEUED).values_list("pk", flat=True):
+        EvaluationRun.objects.filter(pk=run_id).update(updated_at=now)
+        _enqueue_on_commit(run_id)
+    return len(interrupted)
+
+
 def _ask_all(run: EvaluationRun) -> None:
     if run.user is None:
         run.error = "the user who started the run is gone"
     else:
         _ask_each(run, Principal(user=run.user))
-    run.metrics = evaluation_summary(run.rows)
-    run.status = RunStatus.FAILED if run.error else RunStatus.DONE
-    run.finished_at = timezone.now()
-    run.save(update_fields=["metrics", "status", "error", "finished_at"])
+    now = timezone.now()
+    _held(run).update(
+        metrics=evaluation_summary(run.rows),
+        status=RunStatus.FAILED if run.error else RunStatus.DONE,
+        error=run.error,
+        finished_at=now,
+        updated_at=now,
+    )
 
 
 def _ask_each(run: EvaluationRun, principal: Principal) -> None:
@@ -188,7 +231,8 @@ def _ask_each(run: EvaluationRun, principal: Principal) -> None:
             return
         run.rows = [*run.rows, row]
         run.model = run.model or row.get("model", "")
-        run.save(update_fields=["rows", "model"])
+        if not _held(run).update(rows=run.rows, model=run.model, updated_at=timezone.now()):
+            return  # given up as interrupted: asking on would only spend the model's time
 
 
 def _ask(

@@ -159,6 +159,9 @@ class EvaluationRun(models.Model):
     rows = models.JSONField(default=list)
     metrics = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When it last moved (queued, taken, a question answered): a run that has not moved
+    # for KB_EVALUATION_STALE_SECONDS lost its worker (evaluation.evaluations_reconcile).
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
     finished_at = models.DateTimeField(null=True)
 
     class Meta:

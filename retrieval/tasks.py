@@ -1,7 +1,10 @@
 """Celery entry points: ids in, one service call each. The retention run comes from beat
 (server.settings.CELERY_BEAT_SCHEDULE)."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 
 from retrieval import evaluation
 from retrieval.retention import retention_expire
@@ -19,3 +22,9 @@ def evaluation_run_task(run_id: int) -> None:
 @shared_task
 def retention_expire_task() -> None:
     retention_expire()
+
+
+@shared_task
+def evaluations_reconcile_task() -> None:
+    stale = timedelta(seconds=settings.KB_EVALUATION_STALE_SECONDS)
+    evaluation.evaluations_reconcile(stale_after=stale)

@@ -340,9 +340,12 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("KB_WORKER_MAX_MEMORY_MB", 4096, mi
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("KB_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("KB_TASK_TIME_LIMIT", 1900, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
+# An evaluation run waits on the model for minutes to hours: on a queue of its own, it
+# never holds up parsing (and the reconcilers, on ingest, never wait behind it).
 CELERY_TASK_ROUTES = {
     "ingest.tasks.version_embed_task": {"queue": "embed"},
     "ingest.tasks.versions_embed_task": {"queue": "embed"},
+    "retrieval.tasks.evaluation_run_task": {"queue": "evaluate"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The embedded default runs the worker inside the serving process (server/runtime.py).
@@ -350,7 +353,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 KB_RATE_LIMIT_TOKEN = env_str("KB_RATE_LIMIT_TOKEN", "1200/min")
 KB_RATE_LIMIT_USER = env_str("KB_RATE_LIMIT_USER", "2400/min")
 KB_INPROCESS_WORKER = env_bool("KB_INPROCESS_WORKER", not QDRANT_URL)
-# Threads per queue (ingest, embed) of the in-process worker.
+# Threads per queue (ingest, embed, evaluate) of the in-process worker.
 KB_WORKER_CONCURRENCY = env_int("KB_WORKER_CONCURRENCY", 1, minimum=1)
 CELERY_TIMEZONE = "UTC"
 
@@ -376,10 +379,16 @@ KB_STALE_AFTER_SECONDS = env_int("KB_STALE_AFTER_SECONDS", 900, minimum=1)
 # Parses a version may start before it fails: one that kills its worker is not retried
 # forever, with every other document waiting behind it.
 KB_PARSE_ATTEMPTS = env_int("KB_PARSE_ATTEMPTS", 3, minimum=1)
+# An evaluation run that has answered no question for this long lost its worker and is
+# marked failed (one question takes the model's time to first token, at most
+# KB_LLM_TIMEOUT an endpoint, and then KB_LLM_MAX_TOKENS tokens: seconds to minutes).
+KB_EVALUATION_STALE_SECONDS = env_int("KB_EVALUATION_STALE_SECONDS", 1800, minimum=60)
 KB_POLL_SECONDS = 0.25
 # How often texts past their retention are looked for (beat here; the embedded server
 # runs it in a thread of its own).
 KB_RETENTION_RUN_SECONDS = 3600
+# The reconcilers and the retention run (production's; the embedded default runs them in
+# server.runtime).
 CELERY_BEAT_SCHEDULE = {
     "ingest-reconcile": {
         "task": "ingest.tasks.ingest_reconcile_task",
@@ -388,6 +397,10 @@ CELERY_BEAT_SCHEDULE = {
     "retention-expire": {
         "task": "retrieval.tasks.retention_expire_task",
         "schedule": KB_RETENTION_RUN_SECONDS,
+    },
+    "evaluations-reconcile": {
+        "task": "retrieval.tasks.evaluations_reconcile_task",
+        "schedule": KB_EVALUATION_STALE_SECONDS // 3,
     },
 }
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000

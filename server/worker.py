@@ -7,7 +7,9 @@ worker when no server owns the data folder.
 
 Each queue gets its own consumer thread: parsing is pure Python and holds the GIL while
 embedding runs in native code, so one of each keeps both cores busy, where two parses
-at once would share one core and two embeddings would queue on the same cores.
+at once would share one core and two embeddings would queue on the same cores. An
+evaluation run mostly waits on the model: on its own thread, uploads meanwhile are
+parsed and embedded as usual.
 """
 
 import logging
@@ -25,7 +27,7 @@ from django.conf import settings
 from server.celery import app
 
 logger = logging.getLogger(__name__)
-QUEUES = ("ingest", "embed")
+QUEUES = ("ingest", "embed", "evaluate")
 # Messages each consumer holds ahead of its thread. kombu's virtual transports (the
 # folder broker) check for new messages only every polling interval once the prefetch
 # is taken, so with one message held, each task of a few milliseconds waited up to 50 ms
@@ -72,8 +74,8 @@ def _consuming(controller: WorkController, thread: threading.Thread) -> None:
 
 def worker_start(*, name: str = "embedded") -> InProcessWorker:
     """One consumer thread per queue. Celery's queue selection is global to the app and
-    read when a consumer starts, so each is started in turn; then both queues are
-    selected again, so a consumer that reconnects later serves both (no work is missed)."""
+    read when a consumer starts, so each is started in turn; then all queues are
+    selected again, so a consumer that reconnects later serves all (no work is missed)."""
     hostname = f"{name}@{socket.gethostname()}"
     worker = InProcessWorker(hostname)
     # No remote control: the status page asks these threads directly, and two consumers'

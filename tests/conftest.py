@@ -150,8 +150,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def manage(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """`manage.py` in a process of its own, with this environment."""
+def embedded_env(data: Path, **settings: str) -> dict[str, str]:
+    """This environment for a kb of its own in `data` (SQLite, the embedded vector store,
+    the folder broker: none of the tests' services), with `settings` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS", "LLM_"))}
+    env.pop("QDRANT_URL", None)
+    return env | {"KB_DATA_DIR": str(data), **settings}
+
+
+def manage(
+    env: dict[str, str], *args: str, stdin: str = "", timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`manage.py` in a process of its own, with this environment (killed past `timeout`
+    seconds: a command that waits on a server)."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=Path(__file__).resolve().parent.parent,
@@ -160,6 +171,7 @@ def manage(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Compl
         text=True,
         capture_output=True,
         check=False,
+        timeout=timeout,
     )
 
 

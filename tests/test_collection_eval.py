@@ -1,6 +1,7 @@
 """A collection's evaluation on its own golden set: files read, runs scored and kept,
 each question audited as an evaluation, the command, and the page for owners."""
 
+import dataclasses
 import io
 import json
 
@@ -21,7 +22,15 @@ from retrieval.models import (
     RunStatus,
 )
 from retrieval.scoring import agreement
-from tests.conftest import dead_url, logged_in, principal
+from tests.conftest import (
+    PARKING,
+    dead_url,
+    embedded_env,
+    kb_serve,
+    logged_in,
+    manage,
+    principal,
+)
 
 HOLIDAY_Q = GoldenItem(
     "How many days of paid holiday does every employee receive?",
@@ -31,6 +40,16 @@ HOLIDAY_Q = GoldenItem(
 PARKING_Q = GoldenItem(
     "When does the staff car park open?", "The car park opens at 6 am.", ("parking.txt",)
 )
+
+
+def asked_of_default(collection, user, *golden: GoldenItem) -> EvaluationRun:
+    """A run of the collection's own profile, asked here (not queued); reread."""
+    (run,) = evaluation.evaluation_start(
+        collection=collection, user=user, profiles=[], actor=principal(user), golden=list(golden)
+    )
+    evaluation.evaluation_run(run_id=run.pk)
+    run.refresh_from_db()
+    return run
 
 
 def test_golden_sets_are_read_from_json_lines_and_csv():
@@ -85,15 +104,7 @@ def test_a_run_scores_the_answers_and_audits_each_question_as_an_evaluation(
 ):
     llm_at(local_llm)
     hr = docs["holiday"].collection
-    (run,) = evaluation.evaluation_start(
-        collection=hr,
-        user=alice,
-        profiles=[],
-        actor=principal(alice),
-        golden=[HOLIDAY_Q, PARKING_Q],
-    )
-    evaluation.evaluation_run(run_id=run.pk)
-    run.refresh_from_db()
+    run = asked_of_default(hr, alice, HOLIDAY_Q, PARKING_Q)
     assert run.status == RunStatus.DONE and run.profile == "default"
     assert run.model == "smollm2-135m" and len(run.rows) == 2
     assert run.metrics["hit_rate"] == 1.0 and run.metrics["errors"] == 0
@@ -135,6 +146,41 @@ def test_the_command_prints_the_numbers_and_keeps_the_run(
         golden.write_text(json.dumps({"question": "q?", "answer": "a"}))
         call_command("collection_eval", "hr", "--golden", str(golden), "--profile", "nope")
     assert EvaluationRun.objects.count() == 1
+
+
+def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_path, local_llm):
+    # The embedded default: the server owns the data, so the command cannot ask here;
+    # the server's worker asks the bundled model, and the command prints what it found.
+    data = tmp_path / "kb"
+    data.mkdir()
+    env = embedded_env(
+        data, LLM_BASE_URL=local_llm, LLM_MODEL="smollm2-135m", KB_LLM_MAX_TOKENS="32"
+    )
+    for args, stdin in (
+        (["migrate", "--verbosity", "0"], ""),
+        (["user_create", "alice", "--password-stdin"], "alice-pass-4821"),
+        (["collection_create", "hr"], ""),
+        (["member_add", "hr", "--user", "alice", "--role", "owner"], ""),
+    ):
+        manage(env, *args, stdin=stdin).check_returncode()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "parking.txt").write_text(PARKING)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps(dataclasses.asdict(PARKING_Q)))
+    server, _ = kb_serve(env, data)
+    try:
+        manage(env, "ingest_folder", "hr", str(folder), "--wait", timeout=300).check_returncode()
+        done = manage(env, "collection_eval", "hr", "--golden", str(golden), timeout=300)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert done.returncode == 0, done.stderr
+    assert "the running kb server does the work" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split() == ["model", "smollm2-135m"]
+    assert any(line.startswith("hit rate") and line.endswith("1.00") for line in lines)
+    assert lines[-1] == "evaluation hr questions=1 runs=1"
 
 
 def upload(client: Client, text: str, name: str = "golden.csv"):
@@ -184,3 +230,62 @@ def test_helpful_answers_become_golden_questions(docs, alice, bob):
     assert added.question == HOLIDAY_Q.question and added.answer == "Twenty-eight days [1]."
     assert added.documents == ["holiday.txt"] and added.source == "feedback"
     assert logged_in(bob).post("/collections/hr/evaluation/feedback").status_code == 403
+
+
+def test_a_run_whose_worker_stopped_is_marked_interrupted_and_the_page_stops_reloading(
+    pipeline, hr, alice, settings
+):
+    # Production's workers are other processes: one killed mid-run leaves its run
+    # "running". Beat's reconciler gives up a run that has answered nothing for
+    # KB_EVALUATION_STALE_SECONDS (answers so far kept), and queues again one whose
+    # message was lost.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from retrieval.tasks import evaluations_reconcile_task
+
+    def started(status: str, *, idle: int) -> EvaluationRun:
+        (run,) = evaluation.evaluation_start(
+            collection=hr, user=alice, profiles=[], actor=principal(alice), golden=[PARKING_Q]
+        )
+        EvaluationRun.objects.filter(pk=run.pk).update(
+            status=status, updated_at=timezone.now() - timedelta(seconds=idle)
+        )
+        return run
+
+    stale = settings.KB_EVALUATION_STALE_SECONDS
+    alive = started(RunStatus.RUNNING, idle=stale - 60)
+    lost = started(RunStatus.QUEUED, idle=stale + 60)
+    dead = started(RunStatus.RUNNING, idle=stale + 60)  # the newest: the page shows it first
+    EvaluationRun.objects.filter(pk=dead.pk).update(rows=[{"question": "asked before"}])
+    page = logged_in(alice).get("/collections/hr/evaluation").content.decode()
+    assert "location.reload" in page
+    evaluations_reconcile_task()
+    dead.refresh_from_db()
+    assert dead.status == RunStatus.FAILED and dead.error == "interrupted: its worker stopped"
+    assert dead.finished_at and len(dead.rows) == 1
+    assert EvaluationRun.objects.get(pk=alive.pk).status == RunStatus.RUNNING
+    assert EvaluationRun.objects.get(pk=lost.pk).status == RunStatus.DONE  # asked (eagerly)
+    page = logged_in(alice).get("/collections/hr/evaluation").content.decode()
+    assert "interrupted: its worker stopped" in page and "location.reload" not in page
+
+
+def test_a_worker_whose_run_was_given_up_asks_no_further(hr, alice, monkeypatch):
+    # A worker taken for dead that was only slow: its run stays interrupted, and the
+    # model is not asked the questions after.
+    from datetime import timedelta
+
+    from retrieval import services
+
+    asked = []
+
+    def answer_while_given_up(**kwargs):
+        asked.append(kwargs["question"])
+        evaluation.evaluations_reconcile(stale_after=timedelta(0))
+        raise services.QuestionTooLong("not asked: the test stops here")
+
+    monkeypatch.setattr(services, "question_answer", answer_while_given_up)
+    run = asked_of_default(hr, alice, HOLIDAY_Q, PARKING_Q)
+    assert asked == [HOLIDAY_Q.question]
+    assert run.status == RunStatus.FAILED and run.error == "interrupted: its worker stopped"

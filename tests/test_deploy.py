@@ -107,8 +107,29 @@ def test_every_environment_name_of_a_kb_service_is_a_setting():
 def test_the_workers_listen_to_every_routed_queue_and_only_those():
     workers = {n: s for n, s in kb_services().items() if "worker" in words(s["command"])}
     listened = {n: listened_queues(words(s["command"])) for n, s in workers.items()}
-    assert listened == {"worker-ingest": {"ingest"}, "worker-embed": {"embed"}}
+    assert listened == {
+        "worker-ingest": {"ingest"},
+        "worker-embed": {"embed"},
+        "worker-evaluate": {"evaluate"},
+    }
     assert set().union(*listened.values()) == routed_queues()
+
+
+def test_the_embedded_worker_has_a_thread_for_every_routed_queue():
+    from server.worker import QUEUES
+
+    assert set(QUEUES) == routed_queues()
+
+
+def test_the_reconcilers_never_wait_behind_an_evaluation_run():
+    # On the evaluate queue, a run of hours (or a dead evaluation worker) would hold back
+    # the task that finds the runs whose worker stopped.
+    from django.conf import settings
+
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        task = str(entry["task"])
+        route = settings.CELERY_TASK_ROUTES.get(task, {})
+        assert route.get("queue", settings.CELERY_TASK_DEFAULT_QUEUE) == "ingest", task
 
 
 def test_the_embedding_worker_holds_one_model_on_a_reserved_gpu():
@@ -286,7 +307,7 @@ def test_every_environment_name_in_the_manifests_is_a_setting():
 
 def test_the_manifests_run_the_same_services_as_compose():
     deployments = {d["metadata"]["name"]: pod(d)["containers"][0] for d in of_kind("Deployment")}
-    assert set(deployments) == {"web", "worker-ingest", "worker-embed", "beat"}
+    assert set(deployments) == {"web", "worker-ingest", "worker-embed", "worker-evaluate", "beat"}
     statefulsets = {s["metadata"]["name"]: s["spec"]["replicas"] for s in of_kind("StatefulSet")}
     assert statefulsets == {"postgres": 1, "redis": 1, "qdrant": 3, "llm": 2}
     queues = {
@@ -294,7 +315,11 @@ def test_the_manifests_run_the_same_services_as_compose():
         for name, container in deployments.items()
         if container["command"][:4] == ["celery", "-A", "server", "worker"]
     }
-    assert queues == {"worker-ingest": {"ingest"}, "worker-embed": {"embed"}}
+    assert queues == {
+        "worker-ingest": {"ingest"},
+        "worker-embed": {"embed"},
+        "worker-evaluate": {"evaluate"},
+    }
     assert set().union(*queues.values()) == routed_queues()
 
 

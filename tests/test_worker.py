@@ -1,6 +1,7 @@
 """Background work through a real broker and a real worker, outside the request."""
 
 import io
+import threading
 import time
 from typing import Any
 
@@ -13,14 +14,19 @@ from tests import files
 from tests.conftest import REDIS_URL
 
 
-def wait_for(version_id: int, seconds: float = 120) -> DocumentVersion:
+def settled(model: Any, pk: int, field: str, ends: tuple[str, ...], seconds: float = 120) -> Any:
+    """The row once its `field` is one of `ends` (the worker is done with it)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        version = DocumentVersion.objects.get(pk=version_id)
-        if version.stage in (Stage.READY, Stage.FAILED):
-            return version
+        row = model.objects.get(pk=pk)
+        if getattr(row, field) in ends:
+            return row
         time.sleep(0.2)
-    raise AssertionError(f"version {version_id} still {version.stage} after {seconds}s")
+    raise AssertionError(f"{model.__name__} {pk} still {getattr(row, field)} after {seconds}s")
+
+
+def wait_for(version_id: int) -> DocumentVersion:
+    return settled(DocumentVersion, version_id, "stage", (Stage.READY, Stage.FAILED))
 
 
 @pytest.fixture
@@ -65,10 +71,8 @@ def _forget_connections(app) -> None:
     app.amqp._producer_pool = None
 
 
-BROKERS = [
-    pytest.param(("redis", None), marks=pytest.mark.redis, id="redis"),
-    pytest.param(("folder://", None), id="folder"),
-]
+FOLDER = pytest.param(("folder://", None), id="folder")  # the embedded default's
+BROKERS = [pytest.param(("redis", None), marks=pytest.mark.redis, id="redis"), FOLDER]
 
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
@@ -167,3 +171,44 @@ def test_a_new_owner_skips_the_messages_a_killed_one_left(broker_url, hr, monkey
         assert work.owner
         assert wait_for(pending).stage == Stage.READY
     assert parsed == [pending]
+
+
+@pytest.mark.parametrize("broker_url", [FOLDER], indirect=True)
+def test_documents_are_processed_while_an_evaluation_run_waits_on_the_model(
+    broker, hr, alice, monkeypatch
+):
+    # A run asks the model for minutes; it has a queue and a thread of its own, so an
+    # upload meanwhile is parsed and embedded as usual. The run is held on its first
+    # question until the document is ready.
+    from retrieval import evaluation, services
+    from retrieval.golden import GoldenItem
+    from retrieval.models import EvaluationRun, RunStatus
+
+    asking, release = threading.Event(), threading.Event()
+    real_answer = services.question_answer
+
+    def held_answer(**kwargs: Any) -> Any:
+        asking.set()
+        release.wait()
+        return real_answer(**kwargs)
+
+    monkeypatch.setattr(services, "question_answer", held_answer)
+    (run,) = evaluation.evaluation_start(
+        collection=hr,
+        user=alice,
+        profiles=[],
+        actor=SYSTEM,
+        golden=[GoldenItem("How many days of paid holiday?", "Twenty-eight.")],
+        background=True,
+    )
+    try:
+        assert asking.wait(120), "the worker never started the run"
+        stream = io.BytesIO(b"Every employee receives twenty-eight days of paid holiday.")
+        (result,) = document_upload(collection=hr, actor=SYSTEM, path="a.txt", stream=stream)
+        assert result.version is not None
+        assert wait_for(result.version.pk).stage == Stage.READY
+        assert EvaluationRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+    finally:
+        release.set()
+    finished = (RunStatus.DONE, RunStatus.FAILED)
+    assert settled(EvaluationRun, run.pk, "status", finished).status == RunStatus.DONE
