@@ -1,20 +1,26 @@
 """Answers end to end on PubMedQA: retrieval, the model, citations, refusals.
 
-    python bench/answers.py [--questions 100] [--model NAME ...]
+    python bench/answers.py [--questions 100] [--model NAME ...] [--concurrency N]
 
 The 1,000 PubMedQA abstracts are ingested as one collection through kb's services; each
 question is asked through `question_answer`, as the API does. The model is whatever
 LLM_BASE_URL / LLM_MODEL name, else the bundled model (KB_LOCAL_MODEL), started here.
 `--model NAME` (a KB_LOCAL_MODEL value, repeatable) runs the same questions with each
 bundled model in turn, over the one ingested collection, and prints a row per model.
+`--concurrency N` asks N questions at a time (as N people would), through kb's line for
+the model (KB_LLM_SLOTS, KB_ANSWER_MAX_WAIT_SECONDS): time to first token p50 and p95
+(from the question, waiting included), errors, and 429s (`busy`) counted apart.
 """
 
 import argparse
+import math
+import os
 import re
 import statistics
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +77,9 @@ def main() -> None:
         metavar="NAME",
         help="a bundled model (KB_LOCAL_MODEL value); repeat to compare them in one run",
     )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="questions asked at a time (default 1)"
+    )
     args = parser.parse_args()
     kb_setup()
     from django.conf import settings
@@ -105,7 +114,9 @@ def main() -> None:
     pubmed = Collection.objects.get(slug="pubmedqa")
     member_add(collection=pubmed, user=user, role=Role.READER, actor=SYSTEM)
     questions = spread(read_jsonl(EVAL / "pubmedqa" / "test500.jsonl"), args.questions)
-    runs = [run(Principal(user=user), questions, names, model) for model in models]
+    runs = [
+        run(Principal(user=user), questions, names, model, args.concurrency) for model in models
+    ]
     calibration = calibrate(pubmed, runs[0]["rows"], settings.KB_REFUSAL_THRESHOLD)
     labels = Counter(q["final_decision"] for q in questions)
     always_yes = labels["yes"] / max(len(questions), 1)
@@ -141,25 +152,80 @@ def main() -> None:
         "documents": len(corpus),
         "ingest_seconds": ingest_seconds,
         "threshold": settings.KB_REFUSAL_THRESHOLD,
+        "slots": settings.KB_LLM_SLOTS,
+        "max_wait_seconds": settings.KB_ANSWER_MAX_WAIT_SECONDS,
         "always_yes_agreement": always_yes,
         "calibration": calibration,
         "models": runs,
     }
-    print(f"saved {save('answers', results)}")
+    # A concurrent run keeps its own file: the sequential quality run's stays.
+    name = "answers" if args.concurrency == 1 else "answers_concurrency"
+    print(f"saved {save(name, results)}")
     for r in runs:
         print(
             f"answers {r['model']} agreement={r['agreement']:.3f} "
             f"gold_cited={r['gold_cited']:.3f} unsupported={r['unsupported']:.2f} "
             f"ttft_ms={r['ttft_ms']:.0f} tok_s={r['tok_s']:.1f}"
+            + (
+                f" concurrency={args.concurrency} ttft_p50_ms={r['ttft_p50_ms']:.0f} "
+                f"ttft_p95_ms={r['ttft_p95_ms']:.0f} errors={r['errors']} busy={r['busy']} "
+                f"load={r['load']}"
+                if args.concurrency > 1
+                else ""
+            )
         )
 
 
-def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], model: Any):
-    """Every question asked of one model: its summary, with a row per question. A bundled
-    `model` is served here for the run; None asks the configured endpoints."""
+def ask_one(principal: Any, item: dict[str, Any], names: dict[int, str]) -> dict[str, Any]:
+    """One question asked as the API does: its row ("busy" for a 429, "error" when the
+    model failed)."""
+    from django.db import connection
+
+    from retrieval import scoring, services
+    from retrieval.llm import LlmUnavailable
+
+    gold = set(item["gold_doc_ids"])
+    try:
+        answer = services.question_answer(principal=principal, question=item["question"])
+        observed = scoring.answer_observe(answer)
+    except services.ModelBusy:
+        return {"id": item["id"], "busy": True}
+    except LlmUnavailable as error:
+        return {"id": item["id"], "error": str(error)}
+    finally:
+        connection.close()  # each thread's own
+    return {
+        "id": item["id"],
+        **observed.as_row(),
+        "gold_retrieved": bool(gold & {names[d] for d in observed.documents_sent}),
+        "gold_cited": bool(gold & {names[d] for d in observed.documents_cited}),
+        "best_similarity": answer.best_similarity,
+        "answer": observed.answer,
+        "label": label_of(observed.answer),
+        "gold_label": item["final_decision"],
+    }
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile (0 when there are none)."""
+    if not values:
+        return 0.0
+    return sorted(values)[max(0, math.ceil(share * len(values)) - 1)]
+
+
+def run(
+    principal: Any,
+    questions: list[dict[str, Any]],
+    names: dict[int, str],
+    model: Any,
+    concurrency: int = 1,
+) -> dict[str, Any]:
+    """Every question asked of one model, `concurrency` at a time: its summary, with a
+    row per question. A bundled `model` is served here for the run; None asks the
+    configured endpoints."""
     from django.conf import settings
 
-    from retrieval import llm, scoring, services
+    from retrieval import llm, scoring
     from retrieval.local_llm import LocalLlm
 
     server = None
@@ -168,30 +234,19 @@ def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], 
         settings.LLM_BASE_URLS = [server.url]
         settings.LLM_MODEL = model.name
         llm._pools.clear()
-    rows: list[dict[str, Any]] = []
     try:
-        for item in questions:
-            gold = set(item["gold_doc_ids"])
-            answer = services.question_answer(principal=principal, question=item["question"])
-            observed = scoring.answer_observe(answer)
-            rows.append(
-                {
-                    "id": item["id"],
-                    **observed.as_row(),
-                    "gold_retrieved": bool(gold & {names[d] for d in observed.documents_sent}),
-                    "gold_cited": bool(gold & {names[d] for d in observed.documents_cited}),
-                    "best_similarity": answer.best_similarity,
-                    "answer": observed.answer,
-                    "label": label_of(observed.answer),
-                    "gold_label": item["final_decision"],
-                }
-            )
+        with ThreadPoolExecutor(concurrency) as pool:
+            every = list(pool.map(lambda item: ask_one(principal, item, names), questions))
+        load = " ".join(f"{n:.1f}" for n in os.getloadavg())
     finally:
         if server:
             server.stop()
+    rows = [r for r in every if "busy" not in r and "error" not in r]
     answered = [r for r in rows if not r["refused"]]
+    first_tokens = [r["ttft_ms"] for r in answered if r["ttft_ms"] is not None]
     return {
         "model": llm.pool_for(None).model,
+        "concurrency": concurrency,
         "gold_retrieved": scoring.share(answered, "gold_retrieved"),
         "gold_cited": scoring.share(answered, "gold_cited"),
         "refused": scoring.share(rows, "refused"),
@@ -200,8 +255,13 @@ def run(principal: Any, questions: list[dict[str, Any]], names: dict[int, str], 
         # Sentences citing nothing, per answer.
         "unsupported": sum(r["unsupported_sentences"] for r in answered) / max(len(answered), 1),
         **scoring.speed(answered),
-        "median_seconds": statistics.median(r["seconds"] for r in rows),
-        "rows": rows,
+        "ttft_p50_ms": percentile(first_tokens, 0.5),
+        "ttft_p95_ms": percentile(first_tokens, 0.95),
+        "errors": sum(1 for r in every if "error" in r),
+        "busy": sum(1 for r in every if "busy" in r),
+        "load": load,  # the 1, 5 and 15 minute load averages as the run ended
+        "median_seconds": statistics.median(r["seconds"] for r in rows) if rows else 0.0,
+        "rows": every,
     }
 
 
@@ -215,7 +275,7 @@ def calibrate(pubmed: Any, rows: list[dict[str, Any]], threshold: float) -> dict
         ).best_similarity
         for q in OFF_TOPIC
     ]
-    on_topic = sorted(r["best_similarity"] for r in rows)
+    on_topic = sorted(r["best_similarity"] for r in rows if "best_similarity" in r)
     return {
         "answerable_best_similarity_p05": on_topic[len(on_topic) // 20],
         "answerable_best_similarity_min": on_topic[0],

@@ -24,8 +24,9 @@ CODES = {
     500: "internal",
     503: "unavailable",
 }
-# Codes that say more than their status does (a 429 for a spent budget, not a rate).
-MORE_CODES = ("budget_exceeded",)
+# Codes that say more than their status does (a 429 for a spent budget or a busy model,
+# not a rate).
+MORE_CODES = ("budget_exceeded", "busy")
 
 
 def error_body(status: int, message: str, *, field: str = "", **extra: Any) -> dict[str, Any]:

@@ -138,6 +138,22 @@ def budget_response(spent: usage.BudgetExceeded) -> HttpResponse:
     return response
 
 
+def busy_response(busy: services.ModelBusy, request: HttpRequest) -> HttpResponse:
+    """429 saying how many questions are ahead, with Retry-After and the passages."""
+    site = _site(request)
+    response = error_response(
+        429,
+        str(busy),
+        code="busy",
+        query_id=busy.query_id,
+        ahead=busy.ahead,
+        retry_after=busy.retry_after,
+        passages=[passage_dict(p, site) for p in busy.passages[:5]],
+    )
+    response["Retry-After"] = str(busy.retry_after)
+    return response
+
+
 def _passages(answer: services.Answer, request: HttpRequest) -> list[dict[str, Any]]:
     site = _site(request)
     return [passage_dict(p, site) for p in answer.passages[:5]]
@@ -163,6 +179,8 @@ async def ask(request: HttpRequest, body: AskIn) -> HttpResponseBase:
         return error_response(422, str(error), field="question")
     except usage.BudgetExceeded as spent:
         return budget_response(spent)
+    except services.ModelBusy as busy:
+        return busy_response(busy, request)
     if answer.unavailable:
         return _unavailable(answer, request, answer.unavailable)
     if body.stream:

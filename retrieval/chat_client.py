@@ -4,7 +4,7 @@ The pool (retrieval.llm) knows only `ChatClient`: which endpoint to ask, and wha
 when one is down. This module is the only one that speaks the `openai` client's API.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,7 +97,7 @@ class OpenAIChat:
             first = _next_text(chunks, counted)
         except (openai.APIConnectionError, openai.InternalServerError) as error:
             raise EndpointDown(str(error)) from error
-        return _tokens(first, chunks, counted)
+        return _tokens(first, chunks, counted, response.close)
 
 
 def _next_text(chunks: Iterator[object], usage: Usage) -> str | None:
@@ -114,12 +114,18 @@ def _next_text(chunks: Iterator[object], usage: Usage) -> str | None:
     return None
 
 
-def _tokens(first: str | None, chunks: Iterator[object], usage: Usage) -> Iterator[str]:
-    if first is None:
-        return
-    yield first
+def _tokens(
+    first: str | None, chunks: Iterator[object], usage: Usage, close: Callable[[], None]
+) -> Iterator[str]:
+    """The tokens; closed early (a reader who left), it hangs up, so that the model server
+    stops writing and takes the next question."""
     try:
+        if first is None:
+            return
+        yield first
         while (text := _next_text(chunks, usage)) is not None:
             yield text
     except openai.APIError as error:
         raise AnswerCut(str(error)) from error
+    finally:
+        close()

@@ -115,7 +115,8 @@ def conversation_ask(
     private: bool = False,
 ) -> Generator[tuple[str, Any], None, None]:
     """Answer a question in a conversation (a new one when None), as events for the page:
-    `passages` (when refused or no model answers), `token`s, `citations`, `error` or
+    `passages` (when refused or no model answers), `queued` (the questions ahead, while
+    it waits for the model), `token`s, `citations`, `error` or
     `unavailable`, then `saved` with the conversation. The exchange is stored when the
     events end, also when the reader leaves early. Raises as services.question_answer.
 

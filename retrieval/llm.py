@@ -5,6 +5,7 @@ is skipped for KB_LLM_RETRY_DOWN_SECONDS and the next is tried. Failover happens
 the first token: a stream cut off after that is reported, not silently restarted.
 """
 
+import hashlib
 import itertools
 import os
 import threading
@@ -40,6 +41,18 @@ class LlmPool:
     endpoints: list[_Endpoint]
     _turn: "itertools.count[int]" = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def line(self) -> str:
+        """Its line of waiting questions (retrieval.answer_queue): the same name in every
+        process that asks these endpoints for this model."""
+        urls = "|".join(sorted(e.url for e in self.endpoints))
+        return hashlib.sha256(f"{self.model}|{urls}".encode()).hexdigest()[:16]
+
+    @property
+    def slots(self) -> int:
+        """Questions its endpoints answer at once."""
+        return settings.KB_LLM_SLOTS * len(self.endpoints)
 
     def _order(self) -> list[_Endpoint]:
         now = time.monotonic()

@@ -161,7 +161,7 @@ def _ask(
         )
     except Http404:
         raise Refused("No such collection, or you may not read it.") from None
-    except (services.QuestionTooLong, usage.BudgetExceeded) as error:
+    except (services.QuestionTooLong, usage.BudgetExceeded, services.ModelBusy) as error:
         raise Refused(str(error)) from None
     if answer.unavailable:
         raise Refused("The answering model is unavailable; search still works.")

@@ -6,6 +6,8 @@ integrator's `openai` client already speaks.
   /api/v1/ask (retrieval, refusal, routing, citations, audit). The answer keeps its [n]
   markers; each citation is also a `url_citation` annotation on the message, and kb's
   own citations go in `kb_citations` inside the choice (the last chunk's, streamed).
+  Too many questions waiting for the model: OpenAI's 429 (`rate_limit_exceeded`, with
+  Retry-After), the passages in the error's `kb_passages`.
 - GET /v1/vector_stores and POST /v1/vector_stores/{slug}/search: OpenAI's vector-store
   search shape, answered by kb's hybrid search in the caller's scope.
 """
@@ -48,14 +50,16 @@ class OpenAIError(HttpError):
         param: str = "",
         code: str = "",
         retry_after: int | None = None,
+        **extra: Any,
     ):
         super().__init__(status, message)
         self.kind, self.param, self.code = kind, param or None, code or None
         self.retry_after = retry_after
+        self.extra = extra  # kb's own fields, after OpenAI's
 
     def body(self) -> dict[str, Any]:
         fields = {"message": self.message, "type": self.kind, "param": self.param}
-        return {"error": {**fields, "code": self.code}}
+        return {"error": {**fields, "code": self.code, **self.extra}}
 
     def response(self) -> HttpResponse:
         response = _json(self.body(), status=self.status_code)
@@ -237,6 +241,16 @@ def chat_completions(request: HttpRequest, body: ChatIn) -> HttpResponseBase:
             code="insufficient_quota",
             retry_after=spent.retry_after(),
         ) from None
+    except services.ModelBusy as busy:
+        # OpenAI's rate limit, which its clients retry after Retry-After.
+        raise OpenAIError(
+            429,
+            str(busy),
+            kind="requests",
+            code="rate_limit_exceeded",
+            retry_after=busy.retry_after,
+            kb_passages=[_result(p) for p in busy.passages[:5]],
+        ) from None
     if answer.unavailable:
         raise _unavailable()
     completion_id, created = f"chatcmpl-{answer.query_id}", int(time.time())
@@ -301,7 +315,10 @@ def _chunks(
             [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
         )
         for name, data in events:
-            if name == "token":
+            if name == "queued":
+                # A comment, which OpenAI's clients skip: the stream stays alive.
+                yield f": {data['ahead']} questions ahead of yours\n\n".encode()
+            elif name == "token":
                 yield chunk([{"index": 0, "delta": {"content": data}, "finish_reason": None}])
             elif name == "citations":
                 final = {

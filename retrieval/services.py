@@ -2,7 +2,7 @@
 
 import time
 import uuid
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,7 @@ from kb import metrics, request_context
 from kb.audit import audit_record, one_writer
 from kb.models import Collection, ModelProfile, Outcome
 from kb.principal import Principal
-from retrieval import followup, llm, prompting, usage
+from retrieval import answer_queue, followup, llm, prompting, usage
 from retrieval.chat_client import Usage
 from retrieval.citations import Checked, citations_check
 from retrieval.prompting import messages_for, sources_fitting
@@ -28,6 +28,23 @@ DEFAULT_PROFILE = "default"
 
 class QuestionTooLong(ValueError):
     pass
+
+
+class ModelBusy(RuntimeError):
+    """Too many questions ahead for the model: the wait would pass
+    KB_ANSWER_MAX_WAIT_SECONDS. The passages found still stand."""
+
+    def __init__(self, full: answer_queue.Full, answer: "Answer") -> None:
+        self.ahead = full.ahead
+        self.retry_after = full.retry_after()
+        self.query_id = answer.query_id
+        self.passages = answer.passages
+        ahead = "1 question is" if self.ahead == 1 else f"{self.ahead} questions are"
+        super().__init__(
+            f"The answering model is busy: {ahead} ahead of yours, about "
+            f"{full.wait_seconds:.0f} s of waiting. Try again in {self.retry_after} s; "
+            "here are the closest passages."
+        )
 
 
 def _elapsed_ms(started: float) -> int:
@@ -127,9 +144,11 @@ def search_run(
 
 @dataclass
 class Answer:
-    """A question being answered: `events()` yields ("token", text) while the model
-    writes, then ("citations", [...]) and ("done", {...}). Its audit row is written when
-    the events end, also when the consumer stops early (a cut-off stream)."""
+    """A question being answered: `events()` yields ("queued", {"ahead": n}) while it
+    waits its turn for the model, ("token", text) while the model writes, then
+    ("citations", [...]) and ("done", {...}). Its audit row is written, and its place in
+    the model's line freed, when the events end, also when the consumer stops early (a
+    cut-off stream)."""
 
     query_id: str
     principal: Principal
@@ -153,12 +172,25 @@ class Answer:
     checked: Checked | None = None
     private: bool = False  # kept out of conversations; its row's texts per the setting
     evaluation: int | None = None  # the evaluation run that asked (retrieval.evaluation)
+    place: answer_queue.Place | None = None  # in the model's line
+    ask: Callable[[], Iterator[str]] | None = None  # the model's tokens, once its turn comes
 
     def events(self) -> Generator[tuple[str, Any], None, None]:
         outcome, error = Outcome.ERROR, "the answer was cut off"
         first = not self.refused  # a refusal is kb's sentence, not the model's
         try:
+            if self.place is not None and self.place.waiting:
+                for ahead in self.place.wait():
+                    yield "queued", {"ahead": ahead}
+                assert self.ask is not None
+                try:
+                    self.tokens = self.ask()
+                except llm.LlmUnavailable as failure:
+                    self.unavailable = str(failure)
+                    raise
             for token in self.tokens:
+                if self.place is not None:
+                    self.place.renew()
                 if first:
                     waited = time.perf_counter() - self.started
                     metrics.FIRST_TOKEN_SECONDS.observe(waited)
@@ -180,6 +212,11 @@ class Answer:
             metrics.ERRORS.labels("model").inc()
             raise
         finally:
+            close = getattr(self.tokens, "close", None)
+            if close is not None:
+                close()  # a reader who left: the model stops writing for nobody
+            if self.place is not None:
+                self.place.leave(answered=outcome == Outcome.OK)
             self._audit(outcome, error)
 
     def complete(self) -> Checked:
@@ -281,11 +318,13 @@ def profile_named(name: str) -> ModelProfile | None:
 
 def _rewriter(scope: list[Collection]) -> llm.LlmPool | None:
     """The model that may rewrite a follow-up: the one that would answer from this scope,
-    none where a sensitive collection has no local model."""
+    none where a sensitive collection has no local model, nor while every slot is taken
+    (the rewrite would wait behind answers, then be thrown away)."""
     try:
-        return _pool(scope[0] if len(scope) == 1 else None, scope)[0]
+        pool = _pool(scope[0] if len(scope) == 1 else None, scope)[0]
     except llm.LlmUnavailable:
         return None
+    return pool if answer_queue.in_line(pool.line) < pool.slots else None
 
 
 def question_answer(
@@ -305,10 +344,11 @@ def question_answer(
     `evaluation`: the evaluation run asking, whose questions are audited as
     "evaluation.ask" with the run's id, apart from people's questions.
 
-    Raises Http404 (a collection that may not be read), QuestionTooLong or
-    usage.BudgetExceeded (before the model is asked; passages are not budgeted); when no
-    model endpoint answers, the Answer says why in `unavailable`. Each outcome is
-    audited."""
+    Raises Http404 (a collection that may not be read), QuestionTooLong,
+    usage.BudgetExceeded (before the model is asked; passages are not budgeted) or
+    ModelBusy (the wait for the model would be too long; it carries the passages); when
+    no model endpoint answers, the Answer says why in `unavailable`. A question that
+    must wait its turn waits in its events. Each outcome is audited."""
     started = time.perf_counter()
     info = request_context.current()
     query_id = uuid.uuid4().hex
@@ -321,7 +361,9 @@ def question_answer(
         )
     scope = _scope(principal, action, question, collections, private, **marks)
     _within_budget(principal, question, collections, private=private, evaluation=evaluation)
-    rewrite = followup.standalone_query(question=question, history=history, pool=_rewriter(scope))
+    rewrite = followup.standalone_query(
+        question=question, history=history, pool=_rewriter(scope) if history else None
+    )
     result = passages_search(
         query=rewrite.query,
         collections=scope,
@@ -369,9 +411,31 @@ def question_answer(
     )
     answer.prompt_estimate = usage.estimated_tokens(messages)
     try:
-        answer.tokens = pool.stream(
+        answer.place = answer_queue.join(pool.line, pool.slots)
+    except answer_queue.Full as full:
+        busy = ModelBusy(full, answer)
+        _denied(
+            principal,
+            action,
+            question,
+            collections,
+            private,
+            query_id=query_id,
+            busy={"ahead": full.ahead, "wait_seconds": round(full.wait_seconds)},
+            **marks,
+        )
+        raise busy from None
+
+    def ask() -> Iterator[str]:
+        return pool.stream(
             messages, max_tokens=settings.KB_LLM_MAX_TOKENS, stop=prompting.STOP, usage=answer.usage
         )
+
+    answer.ask = ask
+    if answer.place.waiting:
+        return answer  # its events wait for its turn, then ask
+    try:
+        answer.tokens = ask()
     except llm.LlmUnavailable as failure:
         return _unavailable(answer, failure)
     return answer
@@ -408,6 +472,8 @@ def _within_budget(
 
 def _unavailable(answer: Answer, failure: llm.LlmUnavailable) -> Answer:
     answer.unavailable = str(failure)
+    if answer.place is not None:
+        answer.place.leave()
     metrics.ERRORS.labels("model").inc()
     answer._audit(Outcome.ERROR, answer.unavailable)
     return answer

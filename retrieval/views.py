@@ -87,6 +87,11 @@ async def ask_stream(request: HttpRequest) -> HttpResponseBase:
         refused = JsonResponse({"detail": spent.message}, status=429)
         refused["Retry-After"] = str(spent.retry_after())
         return refused
+    except services.ModelBusy as busy:
+        passages = [conversations.passage_dict(p) for p in busy.passages[:5]]
+        refused = JsonResponse({"detail": str(busy), "passages": passages}, status=429)
+        refused["Retry-After"] = str(busy.retry_after)
+        return refused
     return event_stream(_encoded(events))
 
 

@@ -37,8 +37,9 @@ DOCUMENTED_ERRORS = {
     "409": "It exists already",
     "413": "The body is too large",
     "422": "A field is not valid: `field` names it",
-    "429": "Over a rate limit, or a token budget is spent (`budget_exceeded`): "
-    "`Retry-After` says when to try again",
+    "429": "Over a rate limit, a token budget is spent (`budget_exceeded`), or too many "
+    "questions wait for the model (`busy`, with the passages): `Retry-After` says when to "
+    "try again",
     "503": "The answering model is unreachable",
 }
 ERROR_SCHEMA = {

@@ -279,6 +279,11 @@ KB_LLM_TIMEOUT = env_float("KB_LLM_TIMEOUT", 120.0)
 KB_LLM_CONNECT_TIMEOUT = env_float("KB_LLM_CONNECT_TIMEOUT", 3.0)
 KB_LLM_MAX_TOKENS = env_int("KB_LLM_MAX_TOKENS", 400, minimum=16)
 KB_LLM_RETRY_DOWN_SECONDS = env_float("KB_LLM_RETRY_DOWN_SECONDS", 30.0)
+# Many people asking at once (retrieval.answer_queue): questions each endpoint answers at
+# once (llama.cpp's server one; vLLM batches, up to its --max-num-seqs), and the longest
+# a question may expect to wait for one before it gets 429 with its passages (0: no bound).
+KB_LLM_SLOTS = env_int("KB_LLM_SLOTS", 1 if KB_LOCAL_LLM else 32, minimum=1)
+KB_ANSWER_MAX_WAIT_SECONDS = env_float("KB_ANSWER_MAX_WAIT_SECONDS", 60.0, minimum=0)
 # Usage and budgets (retrieval.usage): the default model's prices per million tokens (a
 # model profile carries its own), and token budgets (0: unlimited; a collection may
 # carry its own monthly one). Days and months are UTC.

@@ -97,6 +97,9 @@
         node.dataset.tokens = tokens;
         answer.textContent = text;
         state.textContent = "Answering…";
+      } else if (event === "queued") {
+        const n = data.ahead;
+        state.textContent = (n === 1 ? "1 question" : n + " questions") + " ahead of yours: waiting for the model…";
       } else if (event === "passages") {
         renderPassages(node, data);
       } else if (event === "unavailable" || event === "error") {
@@ -130,6 +133,7 @@
       if (!response.ok) {
         const failure = await response.json().catch(() => ({}));
         notice(node, failure.detail || "Something went wrong (" + response.status + ").");
+        if (failure.passages) renderPassages(node, failure.passages);
         return;
       }
       const reader = response.body.getReader();
