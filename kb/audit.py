@@ -153,12 +153,14 @@ def row_hash(event: AuditEvent, key: bytes | None) -> str:
     return hmac.new(key, _canonical(values), hashlib.sha256).hexdigest()
 
 
+def _last_prune() -> tuple[int, str] | None:
+    checkpoint = AuditCheckpoint.objects.order_by("-seq").first()
+    return (checkpoint.seq, checkpoint.hash) if checkpoint else None
+
+
 def _anchor(*, seq: int, hash: str, pruned: tuple[int, str] | None = None) -> None:
-    if pruned is None and head_read() is None:
-        # The first head kept outside takes over the last prune before it.
-        checkpoint = AuditCheckpoint.objects.order_by("-seq").first()
-        pruned = (checkpoint.seq, checkpoint.hash) if checkpoint else None
-    head_advance(seq=seq, hash=hash, pruned=pruned)
+    # The first head kept outside takes over the last prune before it.
+    head_advance(seq=seq, hash=hash, pruned=pruned, pruned_before=_last_prune)
 
 
 # SQLite admits one writer at a time, and a thread that finds it busy sleeps in steps of
@@ -208,9 +210,10 @@ def audit_record(
         actor = Actor.of(actor)
     info = request_context.current()
     with one_writer(), transaction.atomic():
-        # Taking the head row's lock first serialises writers on PostgreSQL and SQLite.
-        AuditChainHead.objects.filter(pk=1).update(seq=F("seq") + 1)
-        head = AuditChainHead.objects.get(pk=1)
+        # Taking the head row's lock first serialises writers: FOR UPDATE on PostgreSQL;
+        # SQLite's transactions begin IMMEDIATE (settings), with its one writer's lock.
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        head.seq += 1
         event = AuditEvent(
             seq=head.seq,
             # Microseconds survive every database; the hash depends on them.
@@ -241,7 +244,7 @@ def audit_record(
         event.hash = row_hash(event, key)
         event.save(force_insert=True)
         head.hash = event.hash
-        head.save(update_fields=["hash"])
+        head.save(update_fields=["seq", "hash"])
         # After the commit: a row that is rolled back never reaches the head outside.
         transaction.on_commit(lambda: _anchor(seq=event.seq, hash=event.hash))
     return event

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,15 +76,25 @@ def _locked(how: int) -> Iterator[None]:
         yield
 
 
-def head_advance(*, seq: int, hash: str, pruned: tuple[int, str] | None = None) -> None:
+def head_advance(
+    *,
+    seq: int,
+    hash: str,
+    pruned: tuple[int, str] | None = None,
+    pruned_before: Callable[[], tuple[int, str] | None] = lambda: None,
+) -> None:
     """Move the head forward to `seq` (never back: commits of several processes may come
-    in any order). The first call makes the file, keyed from `seq`.
+    in any order). The first call makes the file, keyed from `seq`, with the prune
+    `pruned_before` names unless `pruned` is given.
 
     Written over itself, under the lock that readers take too: a new file and a rename
     took 0.9 ms, a tenth of the time of a small file's upload (bench/ingest_many.py). A
     shorter head is padded with spaces, so one write replaces the whole of the old one."""
     with _locked(fcntl.LOCK_EX):
-        head = _read() or Head(keyed_from=seq, seq=0, hash="")
+        found = _read()
+        if found is None and pruned is None:
+            pruned = pruned_before()
+        head = found or Head(keyed_from=seq, seq=0, hash="")
         if seq > head.seq:
             head = replace(head, seq=seq, hash=hash)
         if pruned and pruned[0] > head.pruned_seq:
