@@ -360,7 +360,7 @@ def question_answer(
             f"the question is longer than {settings.KB_MAX_QUESTION_CHARS} characters"
         )
     scope = _scope(principal, action, question, collections, private, **marks)
-    _within_budget(principal, question, collections, private=private, evaluation=evaluation)
+    _within_budget(principal, action, question, collections, private=private, **marks)
     rewrite = followup.standalone_query(
         question=question, history=history, pool=_rewriter(scope) if history else None
     )
@@ -395,7 +395,7 @@ def question_answer(
         answer.tokens = iter([refusal])
         return answer
     _within_budget(
-        principal, question, collections, involved=involved, private=private, evaluation=evaluation
+        principal, action, question, collections, involved=involved, private=private, **marks
     )
     answer.sources = sources_fitting(result.passages)
     try:
@@ -443,30 +443,24 @@ def question_answer(
 
 def _within_budget(
     principal: Principal,
+    action: str,
     question: str,
     slugs: Sequence[str] | None,
     *,
     involved: list[Collection] | None = None,
     private: bool = False,
-    evaluation: int | None = None,
+    **marks: Any,
 ) -> None:
     """The user's daily budget, or with `involved` these collections' monthly ones. A
-    spent budget is audited as a denied question, then raised."""
+    spent budget is audited as a denied `action` (with `marks` in its detail), then
+    raised."""
     try:
         if involved is None:
             usage.user_budget_check(principal)
         else:
             usage.collections_budget_check(involved)
     except usage.BudgetExceeded as spent:
-        _denied(
-            principal,
-            _ask_action(evaluation),
-            question,
-            slugs,
-            private,
-            **spent.detail(),
-            **_evaluation_detail(evaluation),
-        )
+        _denied(principal, action, question, slugs, private, **spent.detail(), **marks)
         raise
 
 
