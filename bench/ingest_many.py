@@ -83,7 +83,7 @@ def kill_phase(corpus: Path, data: Path, total: int) -> dict[str, Any]:
     run.wait()
     time.sleep(2)  # its parse child sees it gone and exits
     seconds = time.perf_counter() - started
-    left = sum(1 for p in (data / "broker").glob("*.msg"))
+    left = sum(1 for p in (data / "broker").glob("*/*.msg"))
     return {"seconds": seconds, "ready": ready, "messages_left": left}
 
 

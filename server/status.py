@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection
 
 from ingest.vectors import vector_store
 from kb.models import ModelProfile
+from server import broker
 from server.worker import QUEUES, inprocess_workers_alive
 
 PROBE_SECONDS = 2.0
@@ -33,10 +34,9 @@ def _queue_depths() -> dict[str, int]:
 
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=PROBE_SECONDS)
         return {queue: int(client.llen(queue)) for queue in QUEUES}
-    # The filesystem broker: one file per waiting message, named after its queue.
-    folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
-    names = [path.name for path in folder.glob("*.msg")]
-    return {queue: sum(name.endswith(f".{queue}.msg") for name in names) for queue in QUEUES}
+    # The folder broker: one file per waiting message, in its queue's folder.
+    folder = str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+    return {queue: len(broker.messages(broker.queue_folder(folder, queue))) for queue in QUEUES}
 
 
 def _database() -> Check:
