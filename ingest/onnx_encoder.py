@@ -181,6 +181,7 @@ class OnnxEncoder:
             _shared_arena()
             options = onnxruntime.SessionOptions()
             options.add_session_config_entry("session.use_env_allocators", "1")
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
             options.intra_op_num_threads = threads
