@@ -79,6 +79,10 @@ def version_parse(*, version_id: int) -> None:
     """queued -> parsing -> chunking -> embedding: passages into the database. A small
     version takes other small ones waiting in the queue along (claimed as it is); one
     tried before goes alone, so a file that stops the child holds up a batch once."""
+    # In a run of small files most messages find their version already taken along in
+    # another's batch: a read says so without queueing for the database's write lock.
+    if not DocumentVersion.objects.filter(pk=version_id, stage=Stage.QUEUED).exists():
+        return
     if not _advance(version_id, Stage.QUEUED, Stage.PARSING, attempts=F("attempts") + 1):
         return
     versions = list(DocumentVersion.objects.select_related("document").filter(pk=version_id))
