@@ -95,10 +95,13 @@ def evaluation_start(
     if golden is None:
         golden = [
             GoldenItem(g.question, g.answer, tuple(g.documents))
-            for g in collection.golden_questions.all()
+            for g in collection.golden_questions.exclude(answer="")
         ]
     if not golden:
-        raise EvaluationRefused(f"the golden set of {collection.slug} is empty: add questions")
+        raise EvaluationRefused(
+            f"the golden set of {collection.slug} has no question with an answer expected: "
+            "add questions, or write the answers of those from answers marked not helpful"
+        )
     own = collection.model_profile.name if collection.model_profile else services.DEFAULT_PROFILE
     names = list(dict.fromkeys(profiles)) or [own]
     for name in names:

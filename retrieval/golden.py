@@ -1,6 +1,7 @@
 """A collection's golden set: questions with the answer expected and, optionally, the
 documents that hold it. Uploaded as JSON Lines or CSV, or taken from answers people
-marked helpful; asked of model profiles by retrieval.evaluation.
+rated (those marked not helpful wait for an owner to write the answer expected); asked
+of model profiles by retrieval.evaluation.
 
 A file has one question a line (JSON Lines: an object; CSV: a row under a header) with
 `question`, `answer` and optionally `documents`: the documents' paths in the collection
@@ -10,7 +11,7 @@ A file has one question a line (JSON Lines: an object; CSV: a row under a header
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from ingest.models import Document
 from kb.audit import Actor, audit_record
 from kb.models import Collection
 from kb.principal import Principal
-from retrieval.models import Feedback, GoldenQuestion, GoldenSource, Rating
+from retrieval.models import Exchange, Feedback, GoldenQuestion, GoldenSource, Rating
 
 MAX_QUESTIONS = 1000  # a run asks each of them of the model: seconds to minutes each
 MAX_FILE_MB = 5
@@ -80,8 +81,13 @@ def _item(where: str, values: dict[str, Any]) -> GoldenItem:
     return GoldenItem(
         question=question,
         answer=values["answer"].strip(),
-        documents=tuple(d.strip() for d in documents if d.strip()),
+        documents=tuple(document_names(";".join(documents))),
     )
+
+
+def document_names(text: str) -> list[str]:
+    """File names separated by ";", as in a CSV file's `documents` column."""
+    return [name.strip() for name in text.split(";") if name.strip()]
 
 
 def _jsonl_items(name: str, text: str) -> list[GoldenItem]:
@@ -123,6 +129,15 @@ def documents_by_name(collection: Collection) -> dict[str, int]:
     return {name: pks[0] for name, pks in by_name.items() if len(pks) == 1} | paths
 
 
+def golden_shown(collection: Collection) -> list[tuple[GoldenQuestion, str]]:
+    """Each golden question, with kb's answer for one taken from an answer marked not
+    helpful that still waits for the answer expected."""
+    questions = list(collection.golden_questions.all())
+    waiting = [g.query_id for g in questions if not g.answer]
+    rejected = dict(Exchange.objects.filter(query_id__in=waiting).values_list("query_id", "answer"))
+    return [(g, "" if g.answer else rejected.get(g.query_id, "")) for g in questions]
+
+
 def unknown_documents(collection: Collection, items: list[GoldenItem]) -> list[str]:
     """The document names the items list that the collection does not hold."""
     known = documents_by_name(collection)
@@ -158,37 +173,73 @@ def golden_set_upload(
     return total
 
 
-def golden_from_feedback(*, collection: Collection, actor: Principal | Actor) -> int:
-    """Adds the answers marked helpful that cite this collection's documents: the answer
-    as the one expected, its cited documents as those that hold it. Questions already in
-    the set are left as they are. Audited; returns how many were added."""
+@dataclass(frozen=True)
+class FromFeedback:
+    helpful: int
+    unhelpful: int  # added without an answer expected: an owner writes it
+
+
+def golden_from_feedback(*, collection: Collection, actor: Principal | Actor) -> FromFeedback:
+    """Adds the answers people rated. One marked helpful that cites this collection's
+    documents: its answer as the one expected, its cited documents as those that hold
+    it. One marked not helpful that searched this collection: its question alone, since
+    kb's answer was wrong and cannot be the one expected; an owner writes the right one
+    (golden_answer_set), and until then runs leave the question out. Questions already
+    in the set are left as they are. Audited."""
     paths = dict(Document.objects.filter(collection=collection).values_list("pk", "path"))
     present = set(collection.golden_questions.values_list("question", flat=True))
     added: list[GoldenQuestion] = []
-    helpful = Feedback.objects.filter(rating=Rating.UP).select_related("exchange")
-    for feedback in helpful.order_by("pk"):
+    rated = Feedback.objects.select_related("exchange").order_by("pk")
+    for feedback in rated:
         exchange = feedback.exchange
-        cited = [paths[d] for c in exchange.citations if (d := c.get("document_id")) in paths]
         question = exchange.question.strip()
-        if not cited or not exchange.answer or question in present:
+        if not question or question in present:
+            continue
+        if feedback.rating == Rating.UP:
+            cited = [paths[d] for c in exchange.citations if (d := c.get("document_id")) in paths]
+            if not cited or not exchange.answer:
+                continue
+            answer, documents = exchange.answer, sorted(set(cited))
+        elif collection.slug in exchange.collections.split():
+            answer, documents = "", []
+        else:
             continue
         present.add(question)
         added.append(
             GoldenQuestion(
                 collection=collection,
                 question=question,
-                answer=exchange.answer,
-                documents=sorted(set(cited)),
+                answer=answer,
+                documents=documents,
                 source=GoldenSource.FEEDBACK,
                 query_id=exchange.query_id,
             )
         )
+    result = FromFeedback(
+        helpful=sum(1 for g in added if g.answer), unhelpful=sum(1 for g in added if not g.answer)
+    )
     with transaction.atomic():
         GoldenQuestion.objects.bulk_create(added)
         audit_record(
             action="evaluation.golden_set",
             actor=actor,
             collections=[collection.slug],
-            detail={"source": GoldenSource.FEEDBACK.value, "questions": len(added)},
+            detail={"source": GoldenSource.FEEDBACK.value, **asdict(result)},
         )
-    return len(added)
+    return result
+
+
+def golden_answer_set(
+    *, question: GoldenQuestion, answer: str, documents: list[str], actor: Principal | Actor
+) -> None:
+    """The answer expected (and the documents that hold it) written by an owner, for a
+    question taken from an answer marked not helpful, or corrected; audited."""
+    question.answer, question.documents = answer, documents
+    with transaction.atomic():
+        question.save(update_fields=["answer", "documents"])
+        audit_record(
+            action="evaluation.golden_set",
+            actor=actor,
+            collections=[question.collection.slug],
+            detail={"source": "edit", "question_id": question.pk},
+        )

@@ -12,6 +12,11 @@ urlpatterns = [
     path("collections/<slug:slug>/evaluation", views.evaluation_page, name="evaluation"),
     path("collections/<slug:slug>/evaluation/golden", views.golden_upload, name="golden-upload"),
     path(
+        "collections/<slug:slug>/evaluation/golden/<int:question_id>",
+        views.golden_answer,
+        name="golden-answer",
+    ),
+    path(
         "collections/<slug:slug>/evaluation/feedback",
         views.golden_from_feedback,
         name="golden-from-feedback",

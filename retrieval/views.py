@@ -11,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from ingest import storage
@@ -286,6 +286,11 @@ class GoldenUploadForm(forms.Form):
     file = forms.FileField(label="Golden set file", help_text="JSON Lines or CSV")
 
 
+class GoldenAnswerForm(forms.Form):
+    answer = forms.CharField(max_length=20000)
+    documents = forms.CharField(required=False, max_length=5000)  # file names, ";" between
+
+
 class EvaluationForm(forms.Form):
     profile = forms.ChoiceField(label="Model profile")
     compare = forms.ChoiceField(label="Side by side with", required=False)
@@ -314,7 +319,7 @@ def evaluation_page(request: HttpRequest, slug: str) -> HttpResponse:
         "retrieval/evaluation.html",
         {
             "collection": collection,
-            "golden": collection.golden_questions.all(),
+            "golden": golden.golden_shown(collection),
             "upload_form": GoldenUploadForm(),
             "run_form": EvaluationForm(initial={"profile": own}),
             "latest": batches[0] if batches else None,
@@ -359,7 +364,30 @@ def golden_upload(request: HttpRequest, slug: str) -> HttpResponse:
 def golden_from_feedback(request: HttpRequest, slug: str) -> HttpResponse:
     collection = _owned(request, slug)
     added = golden.golden_from_feedback(collection=collection, actor=session_principal(request))
-    messages.success(request, f"{added} helpful answers added to the golden set.")
+    messages.success(
+        request,
+        f"{added.helpful} helpful answers added to the golden set, and {added.unhelpful} "
+        "questions whose answers were marked not helpful: write the answer each expects.",
+    )
+    return redirect("evaluation", slug)
+
+
+@login_required
+@require_POST
+def golden_answer(request: HttpRequest, slug: str, question_id: int) -> HttpResponse:
+    collection = _owned(request, slug)
+    question = get_object_or_404(collection.golden_questions, pk=question_id)
+    form = GoldenAnswerForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Write the answer expected first.")
+        return redirect("evaluation", slug)
+    golden.golden_answer_set(
+        question=question,
+        answer=form.cleaned_data["answer"],
+        documents=golden.document_names(form.cleaned_data["documents"]),
+        actor=session_principal(request),
+    )
+    messages.success(request, "The answer expected is saved; runs now ask this question.")
     return redirect("evaluation", slug)
 
 

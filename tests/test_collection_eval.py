@@ -213,22 +213,52 @@ def test_the_page_is_for_owners_who_upload_run_and_compare(
     assert AuditEvent.objects.filter(action="evaluation.ask").count() == 2
 
 
-def test_helpful_answers_become_golden_questions(docs, alice, bob):
+def test_rated_answers_become_golden_questions_and_owners_write_what_unhelpful_ones_expect(
+    docs, alice, bob
+):
     holiday = docs["holiday"]
     conversation = Conversation.objects.create(user=bob, title="leave")
-    for n, (question, rating) in enumerate([(HOLIDAY_Q.question, "up"), ("Parking?", "down")]):
+    rated = [
+        (HOLIDAY_Q.question, "up", "hr", "Twenty-eight days [1]."),
+        (PARKING_Q.question, "down", "hr", "The car park never opens [1]."),
+        ("Who approves travel?", "down", "finance", "Nobody [1]."),  # another collection's
+    ]
+    for n, (question, rating, searched, answer) in enumerate(rated):
         exchange = Exchange.objects.create(
             conversation=conversation,
             query_id=f"q{n}",
             question=question,
-            answer="Twenty-eight days [1].",
+            answer=answer,
+            collections=searched,
             citations=[{"n": 1, "document_id": holiday.pk, "collection_id": holiday.collection_id}],
         )
         Feedback.objects.create(exchange=exchange, rating=rating)
-    logged_in(alice).post("/collections/hr/evaluation/feedback")
-    added = GoldenQuestion.objects.get()
-    assert added.question == HOLIDAY_Q.question and added.answer == "Twenty-eight days [1]."
-    assert added.documents == ["holiday.txt"] and added.source == "feedback"
+    owner = logged_in(alice)
+    added = owner.get(owner.post("/collections/hr/evaluation/feedback")["Location"])
+    assert "1 helpful answers added" in added.content.decode()
+    helpful, unhelpful = GoldenQuestion.objects.order_by("pk")
+    assert helpful.question == HOLIDAY_Q.question and helpful.answer == "Twenty-eight days [1]."
+    assert helpful.documents == ["holiday.txt"] and helpful.source == "feedback"
+    # kb's wrong answer is not the one expected: the owner sees it and writes the right one.
+    assert unhelpful.question == PARKING_Q.question and unhelpful.answer == ""
+    assert "The car park never opens" in added.content.decode()
+    (run,) = evaluation.evaluation_start(
+        collection=holiday.collection, user=alice, profiles=[], actor=principal(alice)
+    )
+    assert [q["question"] for q in run.golden] == [HOLIDAY_Q.question]  # not asked yet
+    path = f"/collections/hr/evaluation/golden/{unhelpful.pk}"
+    assert logged_in(bob).post(path, {"answer": "6 am"}).status_code == 403
+    owner.post(path, {"answer": "", "documents": "parking.txt"})
+    unhelpful.refresh_from_db()
+    assert unhelpful.answer == ""
+    owner.post(path, {"answer": PARKING_Q.answer, "documents": "parking.txt; "})
+    unhelpful.refresh_from_db()
+    assert (unhelpful.answer, unhelpful.documents) == (PARKING_Q.answer, ["parking.txt"])
+    assert AuditEvent.objects.filter(action="evaluation.golden_set", detail__source="edit").exists()
+    (run,) = evaluation.evaluation_start(
+        collection=holiday.collection, user=alice, profiles=[], actor=principal(alice)
+    )
+    assert len(run.golden) == 2
     assert logged_in(bob).post("/collections/hr/evaluation/feedback").status_code == 403
 
 
