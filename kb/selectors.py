@@ -11,33 +11,40 @@ class ReadOnlyAccess(PermissionError):
     """The principal may read the collection but not do this to it."""
 
 
-def collection_roles(principal: Principal) -> dict[int, Role]:
-    """Collection id -> the best role the principal holds there, capped by its token."""
+def readable_collections(principal: Principal) -> list[tuple[Collection, Role]]:
+    """The collections the principal may read, each with the best role it holds there,
+    capped by its token. One query: this runs before every search and answer."""
     user = principal.user
     if not user.is_active:
-        return {}
+        return []
+    token = principal.token
     roles: dict[int, Role] = {}
+    found: dict[int, Collection] = {}
     if principal.is_admin:
-        roles = {pk: Role.OWNER for pk in Collection.objects.values_list("pk", flat=True)}
+        collections = Collection.objects.order_by("pk")
+        if token is not None:
+            collections = collections.filter(tokens=token)
+        for collection in collections:
+            found[collection.pk], roles[collection.pk] = collection, Role.OWNER
     else:
         memberships = Membership.objects.filter(Q(user=user) | Q(group__user=user))
-        for collection_id, role in memberships.values_list("collection_id", "role"):
-            roles[collection_id] = Role(max(role, roles.get(collection_id, 0)))
-    token = principal.token
-    if token is not None:
-        allowed = set(token.collections.values_list("pk", flat=True))
-        roles = {pk: Role(min(role, token.role_cap)) for pk, role in roles.items() if pk in allowed}
-    return roles
+        if token is not None:
+            memberships = memberships.filter(collection__tokens=token)
+        for membership in memberships.select_related("collection").order_by("collection_id"):
+            pk = membership.collection_id
+            found[pk] = membership.collection
+            roles[pk] = Role(max(membership.role, roles.get(pk, 0)))
+    cap = Role.OWNER if token is None else token.role_cap
+    return [(found[pk], Role(min(role, cap))) for pk, role in roles.items()]
+
+
+def collection_roles(principal: Principal) -> dict[int, Role]:
+    """Collection id -> the best role the principal holds there, capped by its token."""
+    return {collection.pk: role for collection, role in readable_collections(principal)}
 
 
 def readable_collection_ids(principal: Principal) -> set[int]:
     return set(collection_roles(principal))
-
-
-def readable_collections(principal: Principal) -> list[tuple[Collection, Role]]:
-    """The collections the principal may read, each with the role it holds there."""
-    roles = collection_roles(principal)
-    return [(c, roles[c.pk]) for c in Collection.objects.filter(pk__in=roles)]
 
 
 def collection_get(

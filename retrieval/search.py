@@ -18,7 +18,7 @@ from ingest.vectors import Hit, VectorStore, vector_store
 from ingest.vectors.base import DOCUMENT_ID, Scope
 from kb.models import Collection, Role
 from kb.principal import Principal
-from kb.selectors import collection_get, collection_roles
+from kb.selectors import collection_get, readable_collections
 from retrieval import fusion
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def scope_collections(principal: Principal, slugs: Sequence[str] | None) -> list
         return [
             collection_get(principal, slug, role=Role.READER)[0] for slug in dict.fromkeys(slugs)
         ]
-    return list(Collection.objects.filter(pk__in=collection_roles(principal)))
+    return [collection for collection, _ in readable_collections(principal)]
 
 
 @functools.cache

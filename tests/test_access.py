@@ -8,9 +8,21 @@ from django.contrib.auth.models import Group, User
 from ingest.models import Chunk, Document
 from ingest.vectors import vector_store
 from kb.audit import SYSTEM
-from kb.models import Collection, Role
-from kb.selectors import ReadOnlyAccess, collection_get, readable_collection_ids
-from kb.services import collection_create, member_add, member_remove, user_create
+from kb.models import Collection, Role, TokenScope
+from kb.principal import Principal
+from kb.selectors import (
+    ReadOnlyAccess,
+    collection_get,
+    readable_collection_ids,
+    readable_collections,
+)
+from kb.services import (
+    collection_create,
+    member_add,
+    member_remove,
+    token_create,
+    user_create,
+)
 from tests.conftest import logged_in, principal
 from tests.test_ingest import upload
 
@@ -42,6 +54,19 @@ def test_group_membership_grants_and_best_role_wins(hr: Collection, bob: User, c
     assert readable_collection_ids(principal(charlie)) == {hr.pk}
     # bob is a reader himself and an editor through the group: editor it is.
     assert collection_get(principal(bob), "hr", role=Role.EDITOR)[1] == Role.EDITOR
+
+
+def test_a_tokens_collections_and_roles_come_in_one_query(
+    hr: Collection, eng: Collection, alice: User, django_assert_num_queries
+):
+    """The check runs before every search and answer: one query, the token's cap kept."""
+    staff = Group.objects.create(name="staff")
+    alice.groups.add(staff)
+    member_add(collection=eng, group=staff, role=Role.READER, actor=SYSTEM)
+    token = token_create(user=alice, collections=[eng], scope=TokenScope.READ, actor=SYSTEM)[0]
+    with django_assert_num_queries(1):
+        found = readable_collections(Principal(user=alice, token=token))
+    assert found == [(eng, Role.READER)]
 
 
 def test_missing_and_forbidden_look_the_same(hr: Collection, charlie: User):
