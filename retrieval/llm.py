@@ -1,7 +1,8 @@
 """A pool of OpenAI-compatible chat endpoints serving one model (vLLM, llama.cpp).
 
-Requests go round-robin over the endpoints that are up; one that refuses or times out
-is skipped for KB_LLM_RETRY_DOWN_SECONDS and the next is tried. Failover happens until
+Requests go to the endpoint that is up and streams the fewest of this process's answers,
+round-robin among equals; one that refuses or times out is skipped for
+KB_LLM_RETRY_DOWN_SECONDS and the next is tried. Failover happens until
 the first token: a stream cut off after that is reported, not silently restarted.
 """
 
@@ -10,6 +11,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,10 +25,16 @@ class LlmUnavailable(RuntimeError):
     """No endpoint of the model answered."""
 
 
+class _Claim:
+    """An answer's hold on its endpoint, from the choice to the last token. The token
+    stream keeps it; an answer read to its end, closed or dropped lets it go."""
+
+
 @dataclass
 class _Endpoint:
     client: ChatClient
     down_until: float = 0.0
+    claims: "weakref.WeakSet[_Claim]" = field(default_factory=weakref.WeakSet)
 
     @property
     def url(self) -> str:
@@ -59,9 +67,9 @@ class LlmPool:
         with self._lock:
             start = next(self._turn) % len(self.endpoints)
         rotated = self.endpoints[start:] + self.endpoints[:start]
-        return [e for e in rotated if e.down_until <= now] + [
-            e for e in rotated if e.down_until > now
-        ]
+        # A llama.cpp server answers one question at a time: the second of two asked at
+        # once must go to the idle one, which round-robin alone may not pick.
+        return sorted(rotated, key=lambda e: (e.down_until > now, len(e.claims)))
 
     def stream(
         self,
@@ -75,6 +83,8 @@ class LlmPool:
         no endpoint answers."""
         errors = []
         for endpoint in self._order():
+            claim = _Claim()
+            endpoint.claims.add(claim)  # counted while the prompt is read, before a token
             try:
                 tokens = endpoint.client.stream(
                     messages, max_tokens=max_tokens, stop=stop, usage=usage
@@ -83,7 +93,7 @@ class LlmPool:
                 endpoint.down_until = time.monotonic() + settings.KB_LLM_RETRY_DOWN_SECONDS
                 errors.append(f"{endpoint.url}: {error}")
                 continue
-            return _reported(tokens)
+            return _reported(tokens, claim)
         raise LlmUnavailable("no model endpoint answered (" + "; ".join(errors) + ")")
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int, timeout: float) -> str:
@@ -101,7 +111,8 @@ class LlmPool:
         raise LlmUnavailable("no model endpoint is up")
 
 
-def _reported(tokens: Iterator[str]) -> Iterator[str]:
+def _reported(tokens: Iterator[str], claim: _Claim) -> Iterator[str]:
+    """`claim` lives as long as this stream does."""
     try:
         yield from tokens
     except AnswerCut as error:

@@ -13,6 +13,7 @@ import sys
 import time
 
 import httpx
+from django.conf import settings
 
 from retrieval.local_models import LocalModel, local_model
 
@@ -50,9 +51,15 @@ def _answering(url: str) -> bool:
 
 class LocalLlm:
     def __init__(
-        self, port: int, *, model: LocalModel | None = None, startup_seconds: float = 120
+        self,
+        port: int,
+        *,
+        model: LocalModel | None = None,
+        threads: tuple[int, int] | None = None,
+        startup_seconds: float = 120,
     ) -> None:
-        """Serves `model`, or KB_LOCAL_MODEL's (ModelUnavailable says why it cannot)."""
+        """Serves `model`, or KB_LOCAL_MODEL's (ModelUnavailable says why it cannot).
+        `threads`: (generation, prompt) threads; llama.cpp's defaults without."""
         self.model = model or local_model()
         self.url = f"http://127.0.0.1:{port}/v1"
         if _answering(self.url):
@@ -83,6 +90,11 @@ class LocalLlm:
                 # arrives: with two people asking at once, one got an empty answer. Queue.
                 "--interrupt_requests",
                 "False",
+                *(
+                    ["--n_threads", str(threads[0]), "--n_threads_batch", str(threads[1])]
+                    if threads
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,3 +116,22 @@ class LocalLlm:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def local_llms_start() -> list[LocalLlm]:
+    """KB_LOCAL_LLM_SERVERS servers of the bundled model on consecutive ports from
+    KB_LOCAL_LLM_PORT (settings.LLM_BASE_URLS names them), the cores shared out: each of
+    several gets its part for reading prompts and half of it for writing, as one server
+    on all the cores does by default. All start, or none is left running."""
+    count = settings.KB_LOCAL_LLM_SERVERS
+    cores = len(os.sched_getaffinity(0))
+    threads = None if count == 1 else (max(1, cores // (2 * count)), max(1, cores // count))
+    started: list[LocalLlm] = []
+    try:
+        for n in range(count):
+            started.append(LocalLlm(settings.KB_LOCAL_LLM_PORT + n, threads=threads))
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return started

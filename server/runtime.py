@@ -23,7 +23,7 @@ from django.conf import settings
 from ingest.pipeline import ingest_reconcile
 from ingest.vectors import StoreBusy, vector_store, vector_store_close
 from retrieval.evaluation import evaluations_interrupt
-from retrieval.local_llm import LocalLlm, PortTaken
+from retrieval.local_llm import PortTaken, local_llms_start
 from retrieval.retention import retention_expire
 from server.worker import queues_purge, worker_start
 
@@ -89,7 +89,7 @@ def runtime_start() -> Runtime:
     runtime = Runtime()
     if settings.KB_LOCAL_LLM:
         try:
-            runtime.parts.append(LocalLlm(settings.KB_LOCAL_LLM_PORT))
+            runtime.parts.extend(local_llms_start())
         except PortTaken:
             raise  # serving would answer from a server nobody controls: refuse, say why
         except RuntimeError:

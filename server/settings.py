@@ -268,10 +268,16 @@ CACHES = {
 # are spread across the healthy ones. Unset: `serve` starts the bundled small local model.
 KB_LOCAL_LLM = not env_str("LLM_BASE_URL")
 KB_LOCAL_LLM_PORT = env_int("KB_LOCAL_LLM_PORT", 8012, minimum=1)
+# Servers of the bundled model, on consecutive ports from KB_LOCAL_LLM_PORT, the cores
+# shared between them: 2 answer two people at once sooner in total, one person alone
+# later (bench/README.md, "Answers"). Each answers one question at a time.
+KB_LOCAL_LLM_SERVERS = env_int("KB_LOCAL_LLM_SERVERS", 1, minimum=1)
 # The bundled model: a known name or a GGUF file's path (retrieval.local_models); `serve`
 # checks it before starting.
 KB_LOCAL_MODEL = env_str("KB_LOCAL_MODEL", local_models.DEFAULT).strip() or local_models.DEFAULT
-LLM_BASE_URLS = env_list("LLM_BASE_URL") or [f"http://127.0.0.1:{KB_LOCAL_LLM_PORT}/v1"]
+LLM_BASE_URLS = env_list("LLM_BASE_URL") or [
+    f"http://127.0.0.1:{KB_LOCAL_LLM_PORT + n}/v1" for n in range(KB_LOCAL_LLM_SERVERS)
+]
 LLM_MODEL = env_str("LLM_MODEL", local_models.model_name(KB_LOCAL_MODEL) if KB_LOCAL_LLM else "")
 LLM_API_KEY = env_secret("LLM_API_KEY") or "none"
 LLM_IS_LOCAL = env_bool("LLM_IS_LOCAL", True)  # the default endpoints run on our machines

@@ -1,6 +1,8 @@
+import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +150,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports."""
+    while True:
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
 
 
 def embedded_env(data: Path, **settings: str) -> dict[str, str]:

@@ -17,7 +17,8 @@ from kb.audit import SYSTEM
 from kb.models import AuditEvent, TokenScope
 from kb.services import token_create
 from retrieval import answer_queue, conversations, llm, services
-from tests.conftest import REDIS_URL, dead_url, logged_in, principal
+from retrieval.local_llm import local_llms_start
+from tests.conftest import REDIS_URL, dead_url, free_ports, logged_in, principal
 
 QUESTION = "When does the staff car park open?"
 
@@ -106,6 +107,40 @@ def test_the_line_is_empty_after_answers_errors_and_readers_who_leave(model, ali
     down = llm.pool_for(None).line
     assert services.question_answer(principal=principal(bob), question=QUESTION).unavailable
     assert answer_queue.in_line(down) == 0
+
+
+@pytest.fixture
+def two_servers(docs, llm_at, settings) -> Iterator[llm.LlmPool]:
+    """KB_LOCAL_LLM_SERVERS=2: the bundled model twice, one question at a time each."""
+    settings.KB_LOCAL_LLM_SERVERS = 2
+    settings.KB_LOCAL_LLM_PORT = free_ports(2)
+    settings.KB_LLM_SLOTS = 1
+    settings.KB_ANSWER_MAX_WAIT_SECONDS = 0
+    servers = local_llms_start()
+    try:
+        llm_at(*(server.url for server in servers))
+        yield llm.pool_for(None)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_with_two_bundled_servers_two_people_are_answered_at_once(
+    two_servers, alice, bob, settings
+):
+    urls = {e.url for e in two_servers.endpoints}
+    assert urls == {f"http://127.0.0.1:{settings.KB_LOCAL_LLM_PORT + n}/v1" for n in (0, 1)}
+    with answering(alice):
+        second = services.question_answer(principal=principal(bob), question=QUESTION).events()
+        assert next(second)[0] == "token"  # not ("queued", {"ahead": 1})
+        second.close()
+        # The next question goes to the server that is free, whatever the turn says.
+        third = services.question_answer(principal=principal(bob), question=QUESTION).events()
+        assert next(third)[0] == "token"
+        assert sorted(len(e.claims) for e in two_servers.endpoints) == [1, 1]
+        third.close()
+    assert [len(e.claims) for e in two_servers.endpoints] == [0, 0]
+    assert answer_queue.in_line(two_servers.line) == 0
 
 
 def test_openais_client_gets_a_rate_limit_error(model, live_server, alice, bob, hr, settings):

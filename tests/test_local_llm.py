@@ -9,10 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from retrieval.local_llm import LocalLlm, PortTaken
-from tests.conftest import free_port
+from tests.conftest import embedded_env, free_port, free_ports, kb_serve, manage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +84,29 @@ def test_questions_asked_at_once_each_get_the_whole_answer(local_llm):
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(answer, range(3)))
     assert answers[0] and answers == [answers[0]] * 3
+
+
+def test_serve_starts_the_model_servers_asked_for_and_they_end_with_it(tmp_path):
+    port = free_ports(2)
+    env = embedded_env(tmp_path, KB_LOCAL_LLM_SERVERS="2", KB_LOCAL_LLM_PORT=str(port))
+    assert manage(env, "migrate", "--verbosity", "0").returncode == 0
+    process, _ = kb_serve(env, tmp_path)
+    urls = [f"http://127.0.0.1:{p}/v1" for p in (port, port + 1)]
+    try:
+        models = [httpx.get(f"{url}/models").json()["data"][0]["id"] for url in urls]
+        assert models[0] == models[1] == env["KB_LOCAL_MODEL"]
+    finally:
+        process.terminate()
+        process.wait(30)
+    deadline = time.monotonic() + 15
+    while any(answers(url) for url in urls) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(answers(url) for url in urls)
+
+
+def answers(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/models", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True

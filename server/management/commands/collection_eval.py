@@ -9,7 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from kb.management.base import KbCommand, get_collection, get_user
 from kb.models import Collection, Membership, Role
 from retrieval import evaluation, golden
-from retrieval.local_llm import LocalLlm
+from retrieval.local_llm import local_llms_start
 from retrieval.models import EvaluationRun, RunStatus
 from retrieval.services import DEFAULT_PROFILE
 from server.runtime import background_work
@@ -93,15 +93,15 @@ class Command(KbCommand):
 
     def _ask_here(self, runs: list[EvaluationRun]) -> None:
         # No server runs: the bundled model is started here while a run needs it.
-        local = None
+        local = []
         if settings.KB_LOCAL_LLM and any(r.profile == DEFAULT_PROFILE for r in runs):
-            local = LocalLlm(settings.KB_LOCAL_LLM_PORT)
+            local = local_llms_start()
         try:
             for run in runs:
                 evaluation.evaluation_run(run_id=run.pk)
         finally:
-            if local:
-                local.stop()
+            for server in local:
+                server.stop()
 
     def _wait(self, runs: list[EvaluationRun]) -> None:
         pending = {r.pk for r in runs}
