@@ -153,9 +153,9 @@ class Place:
             cache.set(_key(self.line, "seconds"), recent, None)
 
 
-def join(line: str, slots: int) -> Place:
+def join(line: str, slots: int, *, bounded: bool = True) -> Place:
     """A place at the back of the line. Raises Full, taking no place, when the wait
-    would pass KB_ANSWER_MAX_WAIT_SECONDS (0: no bound)."""
+    would pass KB_ANSWER_MAX_WAIT_SECONDS (0: no bound), unless not `bounded`."""
     cache.add(_key(line, "seq"), 0, None)
     while True:
         ticket = int(cache.incr(_key(line, "seq")))
@@ -165,7 +165,7 @@ def join(line: str, slots: int) -> Place:
     place.count()
     wait = wait_estimate(line, place.ahead, slots)
     bound = settings.KB_ANSWER_MAX_WAIT_SECONDS
-    if bound and wait > bound:
+    if bounded and bound and wait > bound:
         place.leave()
         raise Full(place.ahead, wait)
     return place

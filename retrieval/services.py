@@ -411,7 +411,9 @@ def question_answer(
     )
     answer.prompt_estimate = usage.estimated_tokens(messages)
     try:
-        answer.place = answer_queue.join(pool.line, pool.slots)
+        # An evaluation's question is work in the background: it waits its turn, where
+        # a person is told to come back (a run turned away would stop there).
+        answer.place = answer_queue.join(pool.line, pool.slots, bounded=evaluation is None)
     except answer_queue.Full as full:
         busy = ModelBusy(full, answer)
         _denied(

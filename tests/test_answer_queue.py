@@ -109,6 +109,23 @@ def test_the_line_is_empty_after_answers_errors_and_readers_who_leave(model, ali
     assert answer_queue.in_line(down) == 0
 
 
+def test_an_evaluations_question_waits_its_turn_where_a_persons_is_turned_away(
+    model, alice, bob, settings
+):
+    settings.KB_ANSWER_MAX_WAIT_SECONDS = 0.001
+    with answering(alice):
+        with pytest.raises(services.ModelBusy):
+            services.question_answer(principal=principal(bob), question=QUESTION)
+        run = services.question_answer(principal=principal(bob), question=QUESTION, evaluation=7)
+        events = run.events()
+        assert next(events) == ("queued", {"ahead": 1})
+    assert next(events)[0] == "token"
+    events.close()
+    asked = AuditEvent.objects.filter(action="evaluation.ask").get()
+    assert asked.detail["evaluation"] == 7
+    assert answer_queue.in_line(model) == 0
+
+
 @pytest.fixture
 def two_servers(docs, llm_at, settings) -> Iterator[llm.LlmPool]:
     """KB_LOCAL_LLM_SERVERS=2: the bundled model twice, one question at a time each."""
