@@ -11,11 +11,14 @@ reconciling and expiring), and web processes start nothing but the model pool's 
 """
 
 import contextlib
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
@@ -68,10 +71,41 @@ class _VectorStoreCloser:
         vector_store_close()
 
 
+class _OwnerMark:
+    """A lock on a file in the data folder, held for as long as this process owns the
+    store: the system lets it go however the process ends, so another process can tell
+    at once whether an owner is alive (owner_alive) without opening the store."""
+
+    def __init__(self) -> None:
+        self._fd = os.open(_owner_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def stop(self) -> None:
+        os.close(self._fd)
+
+
+def _owner_path() -> Path:
+    return Path(settings.KB_DATA_DIR) / "owner.lock"
+
+
+def owner_alive() -> bool:
+    """Whether a process owns the embedded default's store (a server, or a command
+    working in its place)."""
+    fd = os.open(_owner_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _become_owner(runtime: Runtime, *, name: str) -> None:
     """Raises StoreBusy when another process owns the vector store."""
     vector_store()
     runtime.parts.append(_VectorStoreCloser())
+    runtime.parts.append(_OwnerMark())
     # This process is the only worker, so all unfinished work is orphaned; re-queued
     # before the worker starts, so that no claim of its own is voided, once each: what
     # the broker still holds is dropped first.

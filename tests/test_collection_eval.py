@@ -4,6 +4,13 @@ each question audited as an evaluation, the command, and the page for owners."""
 import dataclasses
 import io
 import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -37,6 +44,7 @@ HOLIDAY_Q = GoldenItem(
     "Twenty-eight days of paid holiday per year.",
     ("holiday.txt",),
 )
+ROOT = Path(__file__).resolve().parent.parent
 PARKING_Q = GoldenItem(
     "When does the staff car park open?", "The car park opens at 6 am.", ("parking.txt",)
 )
@@ -148,14 +156,12 @@ def test_the_command_prints_the_numbers_and_keeps_the_run(
     assert EvaluationRun.objects.count() == 1
 
 
-def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_path, local_llm):
-    # The embedded default: the server owns the data, so the command cannot ask here;
-    # the server's worker asks the bundled model, and the command prints what it found.
+def served_hr(tmp_path: Path, **settings: str) -> tuple[Path, dict[str, str], Path]:
+    """An embedded kb of its own with hr owned by alice, and a golden file of PARKING_Q:
+    (data folder, environment, golden file)."""
     data = tmp_path / "kb"
     data.mkdir()
-    env = embedded_env(
-        data, LLM_BASE_URL=local_llm, LLM_MODEL="smollm2-135m", KB_LLM_MAX_TOKENS="32"
-    )
+    env = embedded_env(data, **settings)
     for args, stdin in (
         (["migrate", "--verbosity", "0"], ""),
         (["user_create", "alice", "--password-stdin"], "alice-pass-4821"),
@@ -163,14 +169,28 @@ def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_
         (["member_add", "hr", "--user", "alice", "--role", "owner"], ""),
     ):
         manage(env, *args, stdin=stdin).check_returncode()
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps(dataclasses.asdict(PARKING_Q)))
+    return data, env, golden
+
+
+def ingested(env: dict[str, str], tmp_path: Path) -> None:
+    """parking.txt into hr, through the running server's worker."""
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "parking.txt").write_text(PARKING)
-    golden = tmp_path / "golden.jsonl"
-    golden.write_text(json.dumps(dataclasses.asdict(PARKING_Q)))
+    manage(env, "ingest_folder", "hr", str(folder), "--wait", timeout=300).check_returncode()
+
+
+def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_path, local_llm):
+    # The embedded default: the server owns the data, so the command cannot ask here;
+    # the server's worker asks the bundled model, and the command prints what it found.
+    data, env, golden = served_hr(
+        tmp_path, LLM_BASE_URL=local_llm, LLM_MODEL="smollm2-135m", KB_LLM_MAX_TOKENS="32"
+    )
     server, _ = kb_serve(env, data)
     try:
-        manage(env, "ingest_folder", "hr", str(folder), "--wait", timeout=300).check_returncode()
+        ingested(env, tmp_path)
         done = manage(env, "collection_eval", "hr", "--golden", str(golden), timeout=300)
     finally:
         server.terminate()
@@ -181,6 +201,45 @@ def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_
     assert lines[1].split() == ["model", "smollm2-135m"]
     assert any(line.startswith("hit rate") and line.endswith("1.00") for line in lines)
     assert lines[-1] == "evaluation hr questions=1 runs=1"
+
+
+def test_a_command_waiting_on_a_server_that_dies_says_so_and_stops(tmp_path):
+    # The model never answers, so the run is under way when the server is killed.
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    data, env, golden = served_hr(
+        tmp_path, LLM_BASE_URL=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", LLM_MODEL="m"
+    )
+    server, _ = kb_serve(env, data)
+    waiting = None
+    try:
+        ingested(env, tmp_path)
+        waiting = subprocess.Popen(
+            [sys.executable, "manage.py", "collection_eval", "hr", "--golden", str(golden)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not held and time.monotonic() < deadline:  # the worker is asking the model
+            time.sleep(0.2)
+        assert held
+        server.kill()
+        server.wait(30)
+        _, err = waiting.communicate(timeout=60)  # it waited forever before
+    finally:
+        for process in (server, waiting):
+            if process is not None and process.poll() is None:
+                process.kill()
+        silent.close()
+    assert waiting.returncode == 1
+    assert "the kb server stopped before the evaluation finished" in err
+    with sqlite3.connect(data / "kb.sqlite3") as database:
+        runs = database.execute("SELECT status, error FROM retrieval_evaluationrun").fetchall()
+    assert runs == [("failed", "interrupted: kb stopped before the run finished")]
 
 
 def upload(client: Client, text: str, name: str = "golden.csv"):

@@ -12,7 +12,7 @@ from retrieval import evaluation, golden
 from retrieval.local_llm import local_llms_start
 from retrieval.models import EvaluationRun, RunStatus
 from retrieval.services import DEFAULT_PROFILE
-from server.runtime import background_work
+from server.runtime import background_work, owner_alive
 
 
 def _asker(collection: Collection, name: str | None) -> User:
@@ -111,6 +111,15 @@ class Command(KbCommand):
                 pk__in=pending, status__in=(RunStatus.DONE, RunStatus.FAILED)
             )
             pending -= set(finished.values_list("pk", flat=True))
+            if pending and settings.KB_INPROCESS_WORKER and not owner_alive():
+                # The server stopped: nothing will finish these (the next one would mark
+                # them interrupted on start); say so now rather than wait forever.
+                evaluation.evaluations_interrupt()
+                raise CommandError(
+                    "the kb server stopped before the evaluation finished (the answers "
+                    "so far are kept on the collection's evaluation page): start it and "
+                    "run collection_eval again"
+                )
             if pending and time.monotonic() - last_report > 30:
                 asked = sum(len(r.rows) for r in EvaluationRun.objects.filter(pk__in=pending))
                 self.stderr.write(f"the server's worker is asking: {asked} answered so far")
