@@ -1,6 +1,7 @@
 """A collection's evaluation on its own golden set: files read, runs scored and kept,
 each question audited as an evaluation, the command, and the page for owners."""
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -203,11 +204,19 @@ def test_while_kb_serves_the_command_hands_the_runs_to_its_worker_and_waits(tmp_
     assert lines[-1] == "evaluation hr questions=1 runs=1"
 
 
+def hold(listener: socket.socket, held: list[socket.socket]) -> None:
+    """Accepts connections and never answers them, until `listener` is closed."""
+    with contextlib.suppress(OSError):
+        while True:
+            held.append(listener.accept()[0])
+
+
 def test_a_command_waiting_on_a_server_that_dies_says_so_and_stops(tmp_path):
     # The model never answers, so the run is under way when the server is killed.
     silent = socket.create_server(("127.0.0.1", 0))
+    silent.settimeout(None)  # it waits as long as the test does, whatever the default
     held: list[socket.socket] = []
-    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    threading.Thread(target=hold, args=(silent, held), daemon=True).start()
     data, env, golden = served_hr(
         tmp_path, LLM_BASE_URL=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", LLM_MODEL="m"
     )
