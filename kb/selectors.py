@@ -18,24 +18,21 @@ def readable_collections(principal: Principal) -> list[tuple[Collection, Role]]:
     if not user.is_active:
         return []
     token = principal.token
-    roles: dict[int, Role] = {}
-    found: dict[int, Collection] = {}
+    held: dict[int, tuple[Collection, int]] = {}  # collection id -> (it, best role)
     if principal.is_admin:
         collections = Collection.objects.order_by("pk")
         if token is not None:
             collections = collections.filter(tokens=token)
-        for collection in collections:
-            found[collection.pk], roles[collection.pk] = collection, Role.OWNER
+        held = {c.pk: (c, Role.OWNER) for c in collections}
     else:
         memberships = Membership.objects.filter(Q(user=user) | Q(group__user=user))
         if token is not None:
             memberships = memberships.filter(collection__tokens=token)
         for membership in memberships.select_related("collection").order_by("collection_id"):
-            pk = membership.collection_id
-            found[pk] = membership.collection
-            roles[pk] = Role(max(membership.role, roles.get(pk, 0)))
+            best = held.get(membership.collection_id, (None, 0))[1]
+            held[membership.collection_id] = (membership.collection, max(membership.role, best))
     cap = Role.OWNER if token is None else token.role_cap
-    return [(found[pk], Role(min(role, cap))) for pk, role in roles.items()]
+    return [(collection, Role(min(role, cap))) for collection, role in held.values()]
 
 
 def collection_roles(principal: Principal) -> dict[int, Role]:
