@@ -8,7 +8,9 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
+
+from server.request_threads import ThreadKeepingASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 
@@ -17,7 +19,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-django_application = get_asgi_application()
+# As django.core.asgi.get_asgi_application, with request threads kept between requests.
+django.setup(set_prefix=False)
+
+django_application = ThreadKeepingASGIHandler()
 
 
 class Lifespan:
@@ -54,6 +59,7 @@ class Lifespan:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._stack.aclose()
+                await asyncio.to_thread(self.app.close)
                 if self.runtime is not None:
                     await asyncio.to_thread(self.runtime.stop)
                 await send({"type": "lifespan.shutdown.complete"})

@@ -111,11 +111,16 @@ TEMPLATES = [
     },
 ]
 
+# A URL with a password: also read from DATABASE_URL_FILE (compose/ uses a secret).
+_database_url = env_secret("DATABASE_URL")
 DATABASES = {
     "default": dj_database_url.parse(
-        # A URL with a password: also read from DATABASE_URL_FILE (compose/ uses a secret).
-        env_secret("DATABASE_URL") or f"sqlite:///{KB_DATA_DIR / 'kb.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        _database_url or f"sqlite:///{KB_DATA_DIR / 'kb.sqlite3'}",
+        # Seconds a thread keeps its connection between requests (the web process keeps
+        # its request threads: server.request_threads). SQLite's file is local and keeps
+        # them by default; a server's connections are the operator's to size.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0 if _database_url else 600, minimum=0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
