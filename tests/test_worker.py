@@ -166,6 +166,64 @@ def test_the_folder_broker_keeps_each_queue_apart_and_delivers_what_an_older_kb_
         assert list(tmp_path.rglob("*.msg")) == []
 
 
+def test_an_idle_folder_consumer_polls_less_and_less_often(tmp_path, monkeypatch):
+    # Three consumers polling every 50 ms cost 15 ms of CPU a second while kb was idle.
+    from kombu import Connection, Consumer, Queue
+
+    from server import broker
+
+    polls = []
+    real_get = broker.Channel._get
+
+    def counted(self: Any, queue: str, timeout: float | None = None) -> Any:
+        polls.append(time.monotonic())
+        return real_get(self, queue, timeout)
+
+    monkeypatch.setattr(broker.Channel, "_get", counted)
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    with (
+        Connection("folder://", transport_options={**options, "polling_interval": 0.05}) as c,
+        Consumer(c.default_channel, queues=[Queue("q")], callbacks=[lambda *a: None]),
+        pytest.raises(TimeoutError),
+    ):
+        c.drain_events(timeout=3)
+    # 0.05 s, then twice as long each time up to a second: 7 polls where there were 60.
+    assert len(polls) <= 10
+
+
+def test_a_backed_off_folder_consumer_wakes_at_once_for_a_put_or_a_freed_slot(
+    tmp_path, monkeypatch
+):
+    # The embedded default's messages are put, and acknowledged, by the process that
+    # consumes them: neither waits for the consumer's next poll.
+    from kombu import Connection, Consumer, Producer, Queue
+
+    from server import broker
+
+    monkeypatch.setattr(broker, "IDLE_POLL_SECONDS", 60.0)
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    received: list[Any] = []
+    with Connection("folder://", transport_options={**options, "polling_interval": 5}) as c:
+        consumer = Consumer(
+            c.default_channel, queues=[Queue("q")], callbacks=[lambda _, m: received.append(m)]
+        )
+        consumer.qos(prefetch_count=1)
+        with consumer, Connection("folder://", transport_options=options) as producer:
+            put = Producer(producer).publish
+            threading.Timer(0.5, put, ({"n": 1},), {"routing_key": "q"}).start()
+            started = time.monotonic()
+            c.drain_events(timeout=10)
+            assert received and time.monotonic() - started < 3, "a put waited for a poll"
+            put({"n": 2}, routing_key="q")
+            with pytest.raises(TimeoutError):  # the first is held (prefetch 1)
+                c.drain_events(timeout=1)
+            threading.Timer(0.5, received[0].ack).start()
+            started = time.monotonic()
+            c.drain_events(timeout=10)
+            assert len(received) == 2
+            assert time.monotonic() - started < 3, "a freed slot waited for the next poll"
+
+
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 def test_a_new_owner_skips_the_messages_a_killed_one_left(broker_url, hr, monkeypatch):
     # A killed owner leaves a message for each document it had not reached; the database
