@@ -24,6 +24,7 @@ class ThreadKeepingASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
         self._idle: list[ThreadPoolExecutor] = []
+        self._threads: set[ThreadPoolExecutor] = set()  # idle or not
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -33,6 +34,7 @@ class ThreadKeepingASGIHandler(ASGIHandler):
             executor = self._idle.pop()
         except IndexError:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-request")
+            self._threads.add(executor)
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
@@ -42,15 +44,18 @@ class ThreadKeepingASGIHandler(ASGIHandler):
             executor.submit(self._release, executor)
 
     def close(self) -> None:
-        """End the idle threads, each closing its database connection (at shutdown)."""
-        while self._idle:
-            executor = self._idle.pop()
+        """End every thread once its work is done, each closing its database connection
+        (at shutdown)."""
+        for executor in list(self._threads):
             executor.submit(connections.close_all)
             executor.shutdown()
+        self._idle.clear()
+        self._threads.clear()
 
     def _release(self, executor: ThreadPoolExecutor) -> None:
         if len(self._idle) < KEPT_THREADS:
             self._idle.append(executor)
         else:
+            self._threads.discard(executor)
             connections.close_all()  # this thread's own
             executor.shutdown(wait=False)
