@@ -5,7 +5,7 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -48,10 +48,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def _client_ip(request: HttpRequest) -> str:
-    if settings.KB_TRUST_X_FORWARDED_FOR and (forwarded := request.headers.get("X-Forwarded-For")):
-        return forwarded.split(",")[0].strip()[:45]
-    return str(request.META.get("REMOTE_ADDR", ""))[:45]
+def request_id_from(given: str) -> str:
+    """The client's X-Request-ID when it is a sane one, else a new id."""
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def request_info(headers: Mapping[str, str], remote_addr: str) -> RequestInfo:
+    """Who is asking, from a request's headers (either case) and its peer's address."""
+    client_ip = remote_addr
+    if settings.KB_TRUST_X_FORWARDED_FOR and (forwarded := headers.get("X-Forwarded-For")):
+        client_ip = forwarded.split(",")[0].strip()
+    return RequestInfo(
+        client_ip=client_ip[:45],
+        user_agent=headers.get("User-Agent", "")[:300],
+        request_id=request_id_from(headers.get("X-Request-ID", "")),
+    )
 
 
 class RequestContextMiddleware:
@@ -59,14 +70,8 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        given = request.headers.get("X-Request-ID", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        info = RequestInfo(
-            client_ip=_client_ip(request),
-            user_agent=request.headers.get("User-Agent", "")[:300],
-            request_id=request_id,
-        )
+        info = request_info(request.headers, str(request.META.get("REMOTE_ADDR", "")))
         with using(info):
             response = self.get_response(request)
-        response["X-Request-ID"] = request_id
+        response["X-Request-ID"] = info.request_id
         return response

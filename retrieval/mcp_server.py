@@ -23,6 +23,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from ingest.models import Chunk
 from ingest.selectors import document_read, passage_read
+from kb import request_context
 from kb.api_auth import token_principal, token_refused
 from kb.audit import audit_record
 from kb.principal import Principal
@@ -98,7 +99,14 @@ def _as_caller(
     principal = principal_of(ctx)
     if principal is None:
         raise Refused("The API token is expired, revoked or invalid.")
-    return work(principal, *args)
+    request = ctx.request_context.request
+    if request is None:  # stdio: the command's own request id
+        return work(principal, *args)
+    # The tool runs in the MCP session's task, not the HTTP request's: who asks, and the
+    # request id that request's access line holds, come from its headers.
+    remote = request.client.host if request.client else ""
+    with request_context.using(request_context.request_info(request.headers, remote)):
+        return work(principal, *args)
 
 
 def _search(

@@ -10,6 +10,7 @@ from typing import Any
 
 import django
 
+from server.access_log import AccessLog
 from server.request_threads import ThreadKeepingASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
@@ -66,4 +67,4 @@ class Lifespan:
                 return
 
 
-application = Lifespan(django_application)
+application = AccessLog(Lifespan(django_application))

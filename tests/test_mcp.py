@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,9 +97,9 @@ async def _session_calls(session: ClientSession) -> dict[str, Any]:
     }
 
 
-def _over_http(url: str, token: str) -> dict[str, Any]:
+def _over_http(url: str, token: str, **headers: str) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {token}"}
+        headers["Authorization"] = f"Bearer {token}"
         async with (
             httpx2.AsyncClient(headers=headers, timeout=120) as http,
             streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
@@ -137,6 +138,56 @@ def test_over_http_a_bad_token_is_refused_before_any_mcp_message(kb, served):
     assert refused.value.code == 401
     assert json.loads(refused.value.read())["code"] == "unauthenticated"
     assert ("auth.token_failed", "anonymous", "denied") in audited(kb)
+
+
+def _access_lines(kb: dict[str, Any], request_id: str) -> list[str]:
+    """The server's access lines for `request_id`, waiting a moment for the line written
+    after the response."""
+    for _ in range(50):
+        log = (kb["data"] / "server.log").read_text().splitlines()
+        if lines := [line for line in log if f" {request_id} kb.access: " in line]:
+            return lines
+        time.sleep(0.1)
+    return []
+
+
+def test_each_request_has_one_access_line_with_the_id_its_audit_rows_hold(kb, served):
+    before = len(audited(kb))
+    _over_http(
+        served, kb["tokens"]["bob"], **{"X-Request-ID": "agent-run-0042", "User-Agent": "agent/7"}
+    )
+    with sqlite3.connect(kb["data"] / "kb.sqlite3") as db:
+        rows = db.execute(
+            "SELECT action, request_id, user_agent, client_ip FROM kb_auditevent WHERE seq > ?",
+            (before,),
+        ).fetchall()
+    assert {action for action, *_ in rows} >= {"search", "passage.read", "collection.list", "ask"}
+    assert {tuple(row[1:]) for row in rows} == {("agent-run-0042", "agent/7", "127.0.0.1")}
+    mcp_lines = _access_lines(kb, "agent-run-0042")
+    assert any(
+        line.endswith(' "POST /mcp" 200') for line in (s.rsplit(" ", 2)[0] for s in mcp_lines)
+    )
+    assert all(re.search(r'"(POST|GET|DELETE) /mcp" \d{3} [0-9.]+ ms$', s) for s in mcp_lines)
+
+    request = urllib.request.Request(  # noqa: S310 (our own server)
+        f"{served}/api/v1/search?note=private-words",
+        data=json.dumps({"query": "paid holiday"}).encode(),
+        headers={
+            "Authorization": f"Bearer {kb['tokens']['bob']}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        request_id = response.headers["X-Request-ID"]
+    [line] = _access_lines(kb, request_id)
+    assert line.endswith(" ms") and '"POST /api/v1/search" 200' in line
+    with sqlite3.connect(kb["data"] / "kb.sqlite3") as db:
+        (audit_id,) = db.execute(
+            "SELECT request_id FROM kb_auditevent ORDER BY seq DESC"
+        ).fetchone()
+    assert audit_id == request_id
+    log = (kb["data"] / "server.log").read_text()
+    assert "private-words" not in log and 'HTTP/1.1" 200' not in log  # nor uvicorn's own line
 
 
 def readme_examples() -> list[tuple[str, str]]:

@@ -43,4 +43,5 @@ class Command(BaseCommand):
             lifespan="auto",
             log_level="info",
             log_config=None,  # uvicorn's lines go through kb's LOGGING (KB_LOG_FORMAT)
+            access_log=False,  # kb's own line has the request id (server/access_log.py)
         )
