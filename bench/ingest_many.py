@@ -108,11 +108,15 @@ def restart_phase(data: Path) -> dict[str, Any]:
     parse_stages = (Stage.QUEUED, Stage.PARSING, Stage.CHUNKING)
     stale = {"parse": 0, "embed": 0}
     real_parse, real_embed = pipeline.version_parse, pipeline.version_embed
-    real_embed_many = pipeline.versions_embed
+    real_parse_many, real_embed_many = pipeline.versions_parse, pipeline.versions_embed
 
     def parse(*, version_id: int) -> None:
         stale["parse"] += before.get(version_id) not in parse_stages
         real_parse(version_id=version_id)
+
+    def parse_many(*, version_ids: list[int]) -> None:
+        stale["parse"] += sum(before.get(pk) not in parse_stages for pk in version_ids)
+        real_parse_many(version_ids=version_ids)
 
     def embed(*, version_id: int, companions: bool = True) -> None:
         stale["embed"] += before.get(version_id) in (Stage.READY, Stage.FAILED)
@@ -123,7 +127,7 @@ def restart_phase(data: Path) -> dict[str, Any]:
         real_embed_many(version_ids=version_ids)
 
     pipeline.version_parse, pipeline.version_embed = parse, embed
-    pipeline.versions_embed = embed_many
+    pipeline.versions_parse, pipeline.versions_embed = parse_many, embed_many
     pending = sum(1 for stage in before.values() if stage in ACTIVE_STAGES)
     started = time.perf_counter()
     with background_work():

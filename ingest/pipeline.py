@@ -42,6 +42,16 @@ def enqueue_parse(version_id: int) -> None:
     version_parse_task.delay(version_id)
 
 
+def enqueue_parse_many(version_ids: list[int]) -> None:
+    """One message for the versions of one upload batch (services.UPLOAD_BATCH)."""
+    if len(version_ids) == 1:
+        enqueue_parse(version_ids[0])
+        return
+    from ingest.tasks import versions_parse_task
+
+    versions_parse_task.delay(version_ids)
+
+
 def enqueue_embed(version_id: int) -> None:
     from ingest.tasks import version_embed_task
 
@@ -91,16 +101,34 @@ def version_parse(*, version_id: int) -> None:
     _parse(versions)
 
 
+def versions_parse(*, version_ids: list[int]) -> None:
+    """The versions of one upload batch that are still queued (a repeated message finds
+    them taken), parsed as version_parse parses a version and its companions: small ones
+    together, any other alone."""
+    claimed = _claim_for_parse(Q(pk__in=version_ids))
+    together = [v for v in claimed if v.size <= PARSE_BATCH_BYTES and v.attempts == 1]
+    for version in claimed:
+        if version not in together:
+            _parse([version])
+    for start in range(0, len(together), PARSE_BATCH):
+        _parse(together[start : start + PARSE_BATCH])
+
+
 def _claim_parse_companions(version_id: int) -> list[DocumentVersion]:
-    """Compare-and-set, as for the version itself: locked rows (another worker's claim
-    under way) are skipped on PostgreSQL; SQLite has one writer at a time."""
+    small = Q(size__lte=PARSE_BATCH_BYTES, attempts=0) & ~Q(pk=version_id)
+    return _claim_for_parse(small, limit=PARSE_BATCH - 1)
+
+
+def _claim_for_parse(which: Q, limit: int | None = None) -> list[DocumentVersion]:
+    """Queued versions moved on to parsing, compare-and-set as for a version alone:
+    locked rows (another worker's claim under way) are skipped on PostgreSQL; SQLite has
+    one writer at a time."""
     with transaction.atomic():
         ids = list(
             DocumentVersion.objects.select_for_update(skip_locked=True)
-            .filter(stage=Stage.QUEUED, size__lte=PARSE_BATCH_BYTES, attempts=0)
-            .exclude(pk=version_id)
+            .filter(which, stage=Stage.QUEUED)
             .order_by("pk")
-            .values_list("pk", flat=True)[: PARSE_BATCH - 1]
+            .values_list("pk", flat=True)[:limit]
         )
         DocumentVersion.objects.filter(pk__in=ids, stage=Stage.QUEUED).update(
             stage=Stage.PARSING, attempts=F("attempts") + 1, updated_at=timezone.now()

@@ -48,17 +48,18 @@ def _read(stream: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
+# Files stored UPLOAD_BATCH to a transaction and to one parse message (each still has
+# its own rows and audit row): for a folder or an archive of small files, the commit and
+# the message per file took as long as the rest of storing it (bench/ingest_many.py).
+UPLOAD_BATCH = 32
+
+
 def documents_upload(
     *, collection: Collection, actor: Principal | Actor, files: Iterable[UploadedFile[bytes]]
 ) -> list[UploadResult]:
     """The files of one upload (web form or REST), each stored as document_upload does."""
-    return [
-        result
-        for upload in files
-        for result in document_upload(
-            collection=collection, actor=actor, path=upload.name or "unnamed", stream=upload
-        )
-    ]
+    named = ((upload.name or "unnamed", upload) for upload in files)
+    return list(documents_store(collection=collection, actor=actor, files=named))
 
 
 def document_upload(
@@ -69,26 +70,72 @@ def document_upload(
     stream: IO[bytes],
 ) -> list[UploadResult]:
     """Store one uploaded file (a zip gives one result per member) and queue its work."""
-    if archives.is_archive(path):
-        try:
-            members = list(_archive_results(collection, actor, path, stream))
-        except archives.ArchiveError as error:
-            return [_refuse(collection, actor, path, str(error))]
-        return members
-    return [_store_one(collection, actor, path, _read(stream))]
+    return list(documents_store(collection=collection, actor=actor, files=[(path, stream)]))
 
 
-def _archive_results(
-    collection: Collection, actor: Principal | Actor, path: str, stream: IO[bytes]
+def documents_store(
+    *, collection: Collection, actor: Principal | Actor, files: Iterable[tuple[str, IO[bytes]]]
 ) -> Iterator[UploadResult]:
-    for member in archives.members(stream, prefix=path, max_bytes=_max_bytes()):
-        if member.stream is None:
-            yield _refuse(collection, actor, member.path, member.error)
-            continue
-        try:
-            yield _store_one(collection, actor, member.path, _read(member.stream))
-        except archives.ArchiveError as error:
-            yield _refuse(collection, actor, member.path, f"refused: {error}")
+    """Each (path, stream) stored, a zip's members each, and its work queued; results in
+    order, UPLOAD_BATCH at a time. A stream is read before the next is asked for."""
+    pending: list[tuple[str, storage.Stored | str]] = []
+    for path, stream in files:
+        for item in _stored(path, stream):
+            pending.append(item)
+            if len(pending) == UPLOAD_BATCH:
+                yield from _record(collection, actor, pending)
+                pending = []
+    yield from _record(collection, actor, pending)
+
+
+def _stored(path: str, stream: IO[bytes]) -> Iterator[tuple[str, storage.Stored | str]]:
+    """(path, its stored bytes, or why it is refused) for a file, or for each member of
+    an archive."""
+    if not archives.is_archive(path):
+        yield _store_file(path, _read(stream))
+        return
+    try:
+        for member in archives.members(stream, prefix=path, max_bytes=_max_bytes()):
+            if member.stream is None:
+                yield member.path, member.error
+                continue
+            try:
+                yield _store_file(member.path, _read(member.stream))
+            except archives.ArchiveError as error:
+                yield member.path, f"refused: {error}"
+    except archives.ArchiveError as error:
+        yield path, str(error)
+
+
+def _store_file(path: str, chunks: Iterable[bytes]) -> tuple[str, storage.Stored | str]:
+    path = path.strip().lstrip("/")[:1000] or "unnamed"
+    extension = PurePosixPath(path).suffix.lower()
+    if extension not in TYPES:
+        return path, f"{extension or 'no extension'}: not a supported format"
+    try:
+        return path, storage.store(chunks, limit=_max_bytes())
+    except storage.TooLarge as error:
+        return path, str(error)
+
+
+def _record(
+    collection: Collection, actor: Principal | Actor, items: list[tuple[str, storage.Stored | str]]
+) -> list[UploadResult]:
+    """The rows of stored files (or the refusal of the others), in one transaction; then
+    one message parses the new versions."""
+    if not items:
+        return []
+    with transaction.atomic():
+        results = [
+            _refuse(collection, actor, path, stored)
+            if isinstance(stored, str)
+            else _record_one(collection, actor, path, stored)
+            for path, stored in items
+        ]
+        new = [r.version.pk for r in results if r.version is not None and not r.duplicate]
+        if new:
+            transaction.on_commit(lambda: pipeline.enqueue_parse_many(new))
+    return results
 
 
 def _refuse(
@@ -104,59 +151,46 @@ def _refuse(
     return UploadResult(path=path, error=error)
 
 
-def _store_one(
-    collection: Collection, actor: Principal | Actor, path: str, chunks: Iterable[bytes]
+def _record_one(
+    collection: Collection, actor: Principal | Actor, path: str, stored: storage.Stored
 ) -> UploadResult:
-    path = path.strip().lstrip("/")[:1000] or "unnamed"
-    extension = PurePosixPath(path).suffix.lower()
-    if extension not in TYPES:
-        return _refuse(
-            collection, actor, path, f"{extension or 'no extension'}: not a supported format"
-        )
-    try:
-        stored = storage.store(chunks, limit=_max_bytes())
-    except storage.TooLarge as error:
-        return _refuse(collection, actor, path, str(error))
-    with transaction.atomic():
-        document = (
-            Document.objects.select_for_update().filter(collection=collection, path=path).first()
-        )
-        duplicate = (
-            DocumentVersion.objects.filter(document__collection=collection, sha256=stored.sha256)
-            .exclude(stage=Stage.FAILED)
-            .select_related("document")
-            .order_by("-number")
-            .first()
-        )
-        if duplicate is not None:
-            # Same content already here (under this or another name): nothing to do.
-            audit_record(
-                action="document.upload",
-                actor=actor,
-                collections=[collection.slug],
-                detail={"path": path, "document_id": duplicate.document_id, "duplicate": True},
-            )
-            return UploadResult(path, duplicate.document, duplicate, duplicate=True)
-        if document is None:
-            document = Document.objects.create(
-                collection=collection,
-                path=path,
-                title=_title(path),
-                created_by=actor.user if isinstance(actor, Principal) else None,
-            )
-        version = _new_version(document, stored, path)
+    document = Document.objects.select_for_update().filter(collection=collection, path=path).first()
+    duplicate = (
+        DocumentVersion.objects.filter(document__collection=collection, sha256=stored.sha256)
+        .exclude(stage=Stage.FAILED)
+        .select_related("document")
+        .order_by("-number")
+        .first()
+    )
+    if duplicate is not None:
+        # Same content already here (under this or another name): nothing to do.
         audit_record(
             action="document.upload",
             actor=actor,
             collections=[collection.slug],
-            detail={"path": path, "document_id": document.pk, "version": version.number},
+            detail={"path": path, "document_id": duplicate.document_id, "duplicate": True},
         )
+        return UploadResult(path, duplicate.document, duplicate, duplicate=True)
+    if document is None:
+        document = Document.objects.create(
+            collection=collection,
+            path=path,
+            title=_title(path),
+            created_by=actor.user if isinstance(actor, Principal) else None,
+        )
+    version = _new_version(document, stored, path)
+    audit_record(
+        action="document.upload",
+        actor=actor,
+        collections=[collection.slug],
+        detail={"path": path, "document_id": document.pk, "version": version.number},
+    )
     return UploadResult(path, document, version)
 
 
 def _new_version(document: Document, stored: storage.Stored, path: str) -> DocumentVersion:
     last = document.versions.aggregate(n=Max("number"))["n"] or 0
-    version = DocumentVersion.objects.create(
+    return DocumentVersion.objects.create(
         document=document,
         number=last + 1,
         sha256=stored.sha256,
@@ -164,8 +198,6 @@ def _new_version(document: Document, stored: storage.Stored, path: str) -> Docum
         filename=PurePosixPath(path).name[:255],
         content_type=TYPES.get(PurePosixPath(path).suffix.lower(), "application/octet-stream"),
     )
-    transaction.on_commit(lambda: pipeline.enqueue_parse(version.pk))
-    return version
 
 
 def document_reingest(*, document: Document, actor: Principal | Actor) -> DocumentVersion:
@@ -176,6 +208,7 @@ def document_reingest(*, document: Document, actor: Principal | Actor) -> Docume
     with transaction.atomic():
         stored = storage.Stored(source.sha256, source.size, storage.path_for(source.sha256))
         version = _new_version(document, stored, document.path)
+        transaction.on_commit(lambda: pipeline.enqueue_parse(version.pk))
         audit_record(
             action="document.reingest",
             actor=actor,

@@ -37,6 +37,13 @@ def version_parse_task(version_id: int) -> None:
     pipeline.version_parse(version_id=version_id)
 
 
+@batch_task
+def versions_parse_task(version_ids: list[int]) -> None:
+    # The versions of one upload batch. Past the retries of a transient error, or on a
+    # bug, the ones it claimed are left in their stage: ingest_reconcile re-queues them.
+    pipeline.versions_parse(version_ids=version_ids)
+
+
 @shared_task(bind=True, **RETRY_POLICY)
 def version_embed_task(self: Task[Any, Any], version_id: int) -> None:
     # A retry embeds its version alone, so one failing version cannot fail the others: a

@@ -619,3 +619,47 @@ def test_small_files_waiting_are_parsed_in_one_round_trip_and_embedded_from_one_
     assert vector_store().count(live_only=True) == vector_store().count() == 6
     counts = TermCount.objects.filter(collection=hr, passages__gt=0)
     assert dict(counts.values_list("term", "passages")) == dict(term_stats.live_counts(hr.pk))
+
+
+def test_an_archive_of_many_small_files_is_stored_in_batches_each_file_audited(
+    pipeline, hr, monkeypatch
+):
+    # 10,000 small files went at a transaction and a parse message each
+    # (bench/ingest_many.py): an upload now stores them UPLOAD_BATCH at a time.
+    from ingest import isolated, pipeline
+    from ingest.services import UPLOAD_BATCH
+
+    memos = {
+        f"memo-{n:02}.md": f"# Memo {n}\n\nThe shelf code is {n}{n}.\n".encode() for n in range(70)
+    }
+    memos["memo-dup.md"] = memos["memo-05.md"]
+    memos["sheet.exe"] = b"not a document"
+    archive = files.zip_bytes(memos)
+    messages: list[list[int]] = []
+    parses: list[int] = []
+    real_enqueue, real_batch = pipeline.enqueue_parse_many, isolated.extract_batch_isolated
+
+    def enqueue(version_ids):
+        messages.append(version_ids)
+        real_enqueue(version_ids)
+
+    def batch(jobs, **kwargs):
+        parses.append(len(jobs))
+        return real_batch(jobs, **kwargs)
+
+    monkeypatch.setattr(pipeline, "enqueue_parse_many", enqueue)
+    monkeypatch.setattr(pipeline, "extract_batch_isolated", batch)
+    results = upload(hr, "memos.zip", archive)
+
+    assert [r.path for r in results] == [f"memos.zip/{name}" for name in memos]
+    assert results[-1].error == ".exe: not a supported format"
+    assert results[-2].duplicate and results[-2].document.pk == results[5].document.pk
+    assert [len(m) for m in messages] == [UPLOAD_BATCH, UPLOAD_BATCH, 70 - 2 * UPLOAD_BATCH]
+    assert sum(parses) == 70
+    assert {version_of(r).stage for r in results[:70]} == {Stage.READY}
+    assert found(hr, "shelf code 6969")[0] == results[69].document.pk
+    audited = AuditEvent.objects.filter(action="document.upload")
+    assert audited.count() == 72 and audited.filter(outcome="denied").count() == 1
+    # A batch message delivered again finds its versions done and parses nothing.
+    pipeline.versions_parse(version_ids=messages[0])
+    assert sum(parses) == 70 and Chunk.objects.count() == 70

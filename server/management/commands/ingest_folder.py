@@ -1,13 +1,14 @@
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
 from ingest.models import DocumentVersion, Stage
-from ingest.services import document_upload
+from ingest.services import documents_store
 from kb.management.base import KbCommand, get_collection
 from server.runtime import background_work
 
@@ -28,6 +29,13 @@ def _files(root: Path) -> tuple[list[Path], list[Path]]:
             continue
         (inside if path.resolve().is_relative_to(top) else outside).append(path)
     return inside, outside
+
+
+def _opened(root: Path, files: list[Path]) -> Iterator[tuple[str, IO[bytes]]]:
+    """Each file open while it is read: (its path under root, its stream)."""
+    for path in files:
+        with path.open("rb") as stream:
+            yield path.relative_to(root).as_posix(), stream
 
 
 class Command(KbCommand):
@@ -52,21 +60,18 @@ class Command(KbCommand):
         version_ids: list[int] = []
         skipped, refused = 0, len(outside)
         with background_work() as work:
-            for n, path in enumerate(files, 1):
-                relative = path.relative_to(root).as_posix()
-                with path.open("rb") as stream:
-                    results = document_upload(
-                        collection=collection, actor=self.actor, path=relative, stream=stream
-                    )
-                for result in results:
-                    if result.error:
-                        refused += 1
-                        self.stderr.write(f"refused {result.path}: {result.error}")
-                    elif result.version is not None:
-                        # Unchanged files count too: their earlier run may still be going.
-                        skipped += result.duplicate
-                        version_ids.append(result.version.pk)
-                self._progress("queued ", n, len(files))
+            stored = documents_store(
+                collection=collection, actor=self.actor, files=_opened(root, files)
+            )
+            for n, result in enumerate(stored, 1):
+                if result.error:
+                    refused += 1
+                    self.stderr.write(f"refused {result.path}: {result.error}")
+                elif result.version is not None:
+                    # Unchanged files count too: their earlier run may still be going.
+                    skipped += result.duplicate
+                    version_ids.append(result.version.pk)
+                self._progress("queued ", min(n, len(files)), len(files))
             self.stderr.write("")
             self.stdout.write(
                 f"queued {len(version_ids) - skipped} files, {skipped} unchanged, "
