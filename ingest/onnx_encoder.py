@@ -88,26 +88,29 @@ def _export(model_dir: Path, target: Path) -> None:
         model_kwargs={"attn_implementation": "eager"},
     )[0]
 
+    tokenizer: Any = transformer.tokenizer
+    sample = tokenizer(["an example"], return_tensors="pt")
+    # BERT's tokenizers give token types; MPNet's and RoBERTa's do not, and their models
+    # take none: the graph takes what the tokenizer gives.
+    names = [name for name in _INPUTS if name in sample]
+
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model: Any = transformer.auto_model
 
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            out = self.model(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            return out.last_hidden_state
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
-    tokenizer: Any = transformer.tokenizer
-    sample = tokenizer(["an example"], return_tensors="pt")
     partial = target.with_suffix(f".{os.getpid()}.partial")
-    axes = {name: {0: "batch", 1: "length"} for name in (*_INPUTS, "hidden")}
+    axes = {name: {0: "batch", 1: "length"} for name in (*names, "hidden")}
     with warnings.catch_warnings():  # the tracer's notes on shapes fixed for this model
         warnings.simplefilter("ignore")
         torch.onnx.export(
             Hidden().eval(),
-            tuple(sample[name] for name in _INPUTS),
+            tuple(sample[name] for name in names),
             str(partial),
-            input_names=list(_INPUTS),
+            input_names=names,
             output_names=["hidden"],
             dynamic_axes=axes,
             opset_version=17,
@@ -168,7 +171,8 @@ class OnnxEncoder:
         self.tokenizer: Tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()
-        self._session(threads())  # a model that cannot load fails here, not mid-document
+        # A model that cannot load fails here, not mid-document.
+        self.inputs = [i.name for i in self._session(threads()).get_inputs()]
         # One batch at a time: a run already uses every core it was given, and two at
         # once (worker threads, web queries) would make their spinning threads fight over
         # them. A batch is short, so a search query waits for one batch at most.
@@ -206,12 +210,13 @@ class OnnxEncoder:
         import numpy as np
 
         width = max(len(e.ids) for e in encodings)
-        inputs = {name: np.zeros((len(encodings), width), np.int64) for name in _INPUTS}
+        inputs = {name: np.zeros((len(encodings), width), np.int64) for name in self.inputs}
         for row, encoding in enumerate(encodings):
             size = len(encoding.ids)
             inputs["input_ids"][row, :size] = encoding.ids
             inputs["attention_mask"][row, :size] = 1
-            inputs["token_type_ids"][row, :size] = encoding.type_ids
+            if "token_type_ids" in inputs:
+                inputs["token_type_ids"][row, :size] = encoding.type_ids
         with self._running:
             hidden = self._session(self.threads()).run(None, inputs)[0]
         if self.pooling == "cls":

@@ -95,3 +95,43 @@ def test_models_onnx_cannot_reproduce_stay_on_sentence_transformers(tmp_path, ch
     (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     assert onnx_encoder.supported(folder) is supported
+
+
+def test_a_model_whose_tokenizer_gives_no_token_types_runs_in_onnx_runtime(tmp_path):
+    # MPNet's tokenizers (all-mpnet-base-v2), RoBERTa's and XLM-R's give no token types,
+    # and their models take none: the export asked for BERT's three inputs and every
+    # embedding failed with KeyError 'token_type_ids'.
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import MPNetConfig, MPNetModel
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    config = MPNetConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        pad_token_id=0,
+    )
+    MPNetModel(config).save_pretrained(base)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(embedder.model_path() / name, base / name)
+    tokenizer_config = json.loads((base / "tokenizer_config.json").read_text())
+    tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]  # as MPNet's
+    (base / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    folder = tmp_path / "tiny-mpnet"
+    transformer = models.Transformer(str(base), max_seq_length=128)
+    pooling = models.Pooling(32, pooling_mode="mean")
+    modules = [transformer, pooling, models.Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+
+    onnx_file = onnx_encoder.exported(folder, tmp_path / "models")
+    encoder = onnx_encoder.OnnxEncoder(folder, onnx_file, max_length=128, dimensions=32)
+    assert encoder.inputs == ["input_ids", "attention_mask"]
+    got = encoder.encode(TEXTS, batch_size=2)
+    reference = SentenceTransformer(str(folder), device="cpu").encode(
+        TEXTS, normalize_embeddings=True
+    )
+    assert (got * reference).sum(axis=1).min() > 0.9999
