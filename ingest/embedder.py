@@ -124,7 +124,11 @@ def max_tokens() -> int:
     import json
 
     config = json.loads((model_path() / "sentence_bert_config.json").read_text())
-    return int(config["max_seq_length"])
+    if "max_seq_length" in config:
+        return int(config["max_seq_length"])
+    # sentence-transformers 6 saves it with the tokenizer.
+    tokenizer_config = json.loads((model_path() / "tokenizer_config.json").read_text())
+    return int(tokenizer_config["model_max_length"])
 
 
 def count_tokens(text: str) -> int:

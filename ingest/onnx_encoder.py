@@ -23,11 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     from onnxruntime import InferenceSession
 
-_PLAIN_MODULES = {
-    "sentence_transformers.models.Transformer",
-    "sentence_transformers.models.Pooling",
-    "sentence_transformers.models.Normalize",
-}
+_PLAIN_MODULES = {"Transformer", "Pooling", "Normalize"}
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -37,18 +33,27 @@ def _pooling(model_dir: Path) -> str | None:
         modules = json.loads((model_dir / "modules.json").read_text())
     except (OSError, ValueError):
         return None
-    if {m.get("type") for m in modules} - _PLAIN_MODULES:
+    # sentence_transformers.models.Pooling until version 5, and from version 6
+    # sentence_transformers.sentence_transformer.modules.pooling.Pooling.
+    kinds = [
+        m.get("type", "").rpartition(".")[2]
+        if m.get("type", "").startswith("sentence_transformers.")
+        else None
+        for m in modules
+    ]
+    if set(kinds) - _PLAIN_MODULES or kinds.count("Pooling") != 1:
         return None
-    pooling = [m for m in modules if m.get("type", "").endswith(".Pooling")]
-    if len(pooling) != 1 or not (model_dir / "tokenizer.json").is_file():
+    if not (model_dir / "tokenizer.json").is_file():
         return None
-    config = json.loads((model_dir / pooling[0]["path"] / "config.json").read_text())
-    modes = {k for k, v in config.items() if k.startswith("pooling_mode") and v}
-    if modes == {"pooling_mode_mean_tokens"}:
-        return "mean"
-    if modes == {"pooling_mode_cls_token"}:
-        return "cls"
-    return None
+    pooling = modules[kinds.index("Pooling")]
+    config = json.loads((model_dir / pooling["path"] / "config.json").read_text())
+    mode = config.get("pooling_mode")  # version 6; before, a flag for each mode
+    if mode is None:
+        flags = {k for k, v in config.items() if k.startswith("pooling_mode") and v}
+        mode = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}.get(
+            flags.pop() if len(flags) == 1 else ""
+        )
+    return mode if mode in ("mean", "cls") else None
 
 
 def supported(model_dir: Path) -> bool:

@@ -97,12 +97,17 @@ def test_models_onnx_cannot_reproduce_stay_on_sentence_transformers(tmp_path, ch
     assert onnx_encoder.supported(folder) is supported
 
 
-def test_a_model_whose_tokenizer_gives_no_token_types_runs_in_onnx_runtime(tmp_path):
+def test_a_model_saved_by_todays_sentence_transformers_without_token_types_runs_in_onnx(
+    settings, tmp_path
+):
     # MPNet's tokenizers (all-mpnet-base-v2), RoBERTa's and XLM-R's give no token types,
     # and their models take none: the export asked for BERT's three inputs and every
-    # embedding failed with KeyError 'token_type_ids'.
+    # embedding failed with KeyError 'token_type_ids'. And sentence-transformers 6 saves
+    # a model in a new layout (module names, pooling mode, window with the tokenizer):
+    # such a model left ONNX Runtime, and its window was a KeyError.
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import MPNetConfig, MPNetModel
 
     base = tmp_path / "base"
@@ -122,10 +127,18 @@ def test_a_model_whose_tokenizer_gives_no_token_types_runs_in_onnx_runtime(tmp_p
     tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]  # as MPNet's
     (base / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     folder = tmp_path / "tiny-mpnet"
-    transformer = models.Transformer(str(base), max_seq_length=128)
-    pooling = models.Pooling(32, pooling_mode="mean")
-    modules = [transformer, pooling, models.Normalize()]
+    transformer = Transformer(str(base), max_seq_length=128)
+    pooling = Pooling(32, pooling_mode="mean")
+    modules = [transformer, pooling, Normalize()]
     SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+
+    assert onnx_encoder.supported(folder)
+    settings.KB_EMBEDDING_MODEL_PATH = str(folder)
+    embedder.max_tokens.cache_clear()
+    try:
+        assert embedder.max_tokens() == 128
+    finally:
+        embedder.max_tokens.cache_clear()
 
     onnx_file = onnx_encoder.exported(folder, tmp_path / "models")
     encoder = onnx_encoder.OnnxEncoder(folder, onnx_file, max_length=128, dimensions=32)
