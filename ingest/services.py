@@ -3,6 +3,7 @@ it is stored, stage by stage, is ingest.pipeline."""
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import IO
 
@@ -206,15 +207,45 @@ def document_reingest(*, document: Document, actor: Principal | Actor) -> Docume
     if source is None:
         raise ValueError("the document has no file to re-ingest")
     with transaction.atomic():
-        stored = storage.Stored(source.sha256, source.size, storage.path_for(source.sha256))
-        version = _new_version(document, stored, document.path)
+        version = _reingest(document, source, actor)
         transaction.on_commit(lambda: pipeline.enqueue_parse(version.pk))
-        audit_record(
-            action="document.reingest",
-            actor=actor,
-            collections=[document.collection.slug],
-            detail={"document_id": document.pk, "version": version.number},
-        )
+    return version
+
+
+def documents_reingest(*, collection: Collection, actor: Principal | Actor) -> list[int]:
+    """Every document of the collection processed again (after a change of embedding
+    model: each model has its own vector collection), UPLOAD_BATCH to a transaction and
+    a parse message; the ids of the new versions."""
+    documents = list(
+        Document.objects.filter(collection=collection)
+        .select_related("collection", "live_version")
+        .order_by("pk")
+    )
+    new: list[int] = []
+    for start in range(0, len(documents), UPLOAD_BATCH):
+        with transaction.atomic():
+            batch = [
+                _reingest(document, source, actor).pk
+                for document in documents[start : start + UPLOAD_BATCH]
+                if (source := version_current(document)) is not None
+            ]
+            if batch:
+                transaction.on_commit(partial(pipeline.enqueue_parse_many, batch))
+        new += batch
+    return new
+
+
+def _reingest(
+    document: Document, source: DocumentVersion, actor: Principal | Actor
+) -> DocumentVersion:
+    stored = storage.Stored(source.sha256, source.size, storage.path_for(source.sha256))
+    version = _new_version(document, stored, document.path)
+    audit_record(
+        action="document.reingest",
+        actor=actor,
+        collections=[document.collection.slug],
+        detail={"document_id": document.pk, "version": version.number},
+    )
     return version
 
 

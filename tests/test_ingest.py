@@ -663,3 +663,35 @@ def test_an_archive_of_many_small_files_is_stored_in_batches_each_file_audited(
     # A batch message delivered again finds its versions done and parses nothing.
     pipeline.versions_parse(version_ids=messages[0])
     assert sum(parses) == 70 and Chunk.objects.count() == 70
+
+
+def test_collection_reingest_processes_every_document_again(pipeline, hr, monkeypatch):
+    # After a change of embedding model every document must be embedded again:
+    # ingest_folder skips the files it holds, and the API re-ingests one at a time.
+    from django.core.management import call_command
+
+    from ingest import pipeline
+
+    results = [
+        upload(hr, f"memo-{n}.txt", f"Memo {n}: the gate code is {n}{n}.\n".encode())
+        for n in range(3)
+    ]
+    messages: list[list[int]] = []
+    real_enqueue = pipeline.enqueue_parse_many
+
+    def enqueue(version_ids):
+        messages.append(version_ids)
+        real_enqueue(version_ids)
+
+    monkeypatch.setattr(pipeline, "enqueue_parse_many", enqueue)
+    out = io.StringIO()
+    call_command("collection_reingest", "hr", "--wait", stdout=out, stderr=io.StringIO())
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.startswith("reingest documents=3 ready=3 failed=0 ")
+    assert len(messages) == 1  # one message for the batch
+    for (result,) in results:
+        document = Document.objects.select_related("live_version").get(pk=result.document.pk)
+        assert document.live_version is not None and document.live_version.number == 2
+    assert AuditEvent.objects.filter(action="document.reingest").count() == 3
+    assert Chunk.objects.count() == 3  # the old versions' passages are gone
+    assert set(found(hr, "gate code")) == {r.document.pk for (r,) in results}

@@ -1,21 +1,14 @@
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from ingest.models import DocumentVersion, Stage
 from ingest.services import documents_store
 from kb.management.base import KbCommand, get_collection
+from server.management.progress import progress, versions_wait
 from server.runtime import background_work
-
-
-def _bar(done: int, total: int, width: int = 30) -> str:
-    filled = width * done // max(total, 1)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
 def _files(root: Path) -> tuple[list[Path], list[Path]]:
@@ -71,7 +64,7 @@ class Command(KbCommand):
                     # Unchanged files count too: their earlier run may still be going.
                     skipped += result.duplicate
                     version_ids.append(result.version.pk)
-                self._progress("queued ", min(n, len(files)), len(files))
+                progress(self, "queued ", min(n, len(files)), len(files))
             self.stderr.write("")
             self.stdout.write(
                 f"queued {len(version_ids) - skipped} files, {skipped} unchanged, "
@@ -79,38 +72,9 @@ class Command(KbCommand):
             )
             if not options["wait"]:
                 return
-            ready, failed = self._wait(version_ids)
-        for version in failed:
-            self.stdout.write(f"failed {version.document.path}: {version.error}")
+            ready, failed = versions_wait(self, version_ids)
         seconds = time.monotonic() - started
         self.stdout.write(
             f"ingest files={len(files)} ready={len(ready)} failed={len(failed) + refused} "
             f"seconds={seconds:.1f}"
-        )
-
-    def _progress(self, label: str, done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            self.stderr.write(f"\r{label}{_bar(done, total)}", ending="")
-
-    def _wait(self, version_ids: list[int]) -> tuple[list[DocumentVersion], list[DocumentVersion]]:
-        terminal = (Stage.READY, Stage.FAILED)
-        pending = set(version_ids)
-        last_report = 0.0
-        while pending:
-            finished = DocumentVersion.objects.filter(pk__in=pending, stage__in=terminal)
-            pending -= set(finished.values_list("pk", flat=True))
-            done = len(version_ids) - len(pending)
-            self._progress("indexed ", done, len(version_ids))
-            if not sys.stderr.isatty() and time.monotonic() - last_report > 30:
-                self.stderr.write(f"indexed {done}/{len(version_ids)}")
-                last_report = time.monotonic()
-            if pending:
-                time.sleep(settings.KB_POLL_SECONDS)
-        self.stderr.write("")
-        versions = list(
-            DocumentVersion.objects.filter(pk__in=version_ids).select_related("document")
-        )
-        return (
-            [v for v in versions if v.stage == Stage.READY],
-            [v for v in versions if v.stage == Stage.FAILED],
         )
