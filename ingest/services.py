@@ -133,10 +133,16 @@ def _record(
             else _record_one(collection, actor, path, stored)
             for path, stored in items
         ]
-        new = [r.version.pk for r in results if r.version is not None and not r.duplicate]
-        if new:
-            transaction.on_commit(lambda: pipeline.enqueue_parse_many(new))
+        _parse_after_commit(
+            [r.version.pk for r in results if r.version is not None and not r.duplicate]
+        )
     return results
+
+
+def _parse_after_commit(version_ids: list[int]) -> None:
+    """One parse message for the new versions of a transaction, once it has committed."""
+    if version_ids:
+        transaction.on_commit(partial(pipeline.enqueue_parse_many, version_ids))
 
 
 def _refuse(
@@ -208,7 +214,7 @@ def document_reingest(*, document: Document, actor: Principal | Actor) -> Docume
         raise ValueError("the document has no file to re-ingest")
     with transaction.atomic():
         version = _reingest(document, source, actor)
-        transaction.on_commit(lambda: pipeline.enqueue_parse(version.pk))
+        _parse_after_commit([version.pk])
     return version
 
 
@@ -229,8 +235,7 @@ def documents_reingest(*, collection: Collection, actor: Principal | Actor) -> l
                 for document in documents[start : start + UPLOAD_BATCH]
                 if (source := version_current(document)) is not None
             ]
-            if batch:
-                transaction.on_commit(partial(pipeline.enqueue_parse_many, batch))
+            _parse_after_commit(batch)
         new += batch
     return new
 
