@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "eval" / "corpus"
@@ -104,18 +105,19 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
     embedder.model()
     clock["load"] = time.perf_counter() - started
 
-    def upload_all() -> None:
+    def opened() -> Iterator[tuple[str, IO[bytes]]]:
         for path in files:
             with path.open("rb") as stream:
-                services.document_upload(
-                    collection=collection,
-                    actor=SYSTEM,
-                    path=path.relative_to(corpus).as_posix(),
-                    stream=stream,
-                )
+                yield path.relative_to(corpus).as_posix(), stream
+
+    def upload_all() -> None:
+        # As ingest_folder stores a folder: UPLOAD_BATCH files to a transaction.
+        for _ in services.documents_store(collection=collection, actor=SYSTEM, files=opened()):
+            pass
 
     if staged:
         pipeline.enqueue_parse = lambda version_id: None  # stages are driven below
+        pipeline.enqueue_parse_many = lambda version_ids: None
         pipeline.enqueue_embed = lambda version_id: None
         pipeline.enqueue_embed_many = lambda version_ids: None
         upload_all()
