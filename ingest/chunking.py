@@ -47,22 +47,26 @@ def _budget() -> int:
     return embedder.max_tokens() - 2
 
 
-def _context(title: str, section: str) -> str:
+def _context(title: str, section: str) -> tuple[str, int]:
+    """The context line and its word pieces."""
     parts = [title] + ([section] if section and section != title else [])
     context = " > ".join(p.strip() for p in parts if p.strip())
     ids = embedder.tokenizer().encode(context, add_special_tokens=False)
-    if len(ids.ids) > MAX_CONTEXT_TOKENS:
-        end = ids.offsets[MAX_CONTEXT_TOKENS - 1][1]
-        context = context[:end] + "…"
-    return context
+    if len(ids.ids) <= MAX_CONTEXT_TOKENS:
+        return context, len(ids.ids)
+    context = context[: ids.offsets[MAX_CONTEXT_TOKENS - 1][1]] + "…"
+    return context, embedder.count_tokens(context)
 
 
 def _header_fits(table: str) -> bool:
     return len(table) <= WINDOW_CHARS or table.find("\n", 0, WINDOW_CHARS) >= 0
 
 
-def _groups(elements: Iterable[Element]) -> Iterator[tuple[str, int | None, str, list[str]]]:
-    """(section, page, type, texts): runs of body text, and each table alone.
+def _groups(
+    elements: Iterable[Element],
+) -> Iterator[tuple[str, int | None, str, list[str], int | None]]:
+    """(section, page, type, texts, word pieces): runs of body text, counted, and each
+    table alone.
 
     A run ends at a page break, at RUN_MAX_TOKENS, or at a new heading once it holds
     MIN_RUN_TOKENS: PDFs mark many short lines as headings, and a passage per line would
@@ -76,22 +80,22 @@ def _groups(elements: Iterable[Element]) -> Iterator[tuple[str, int | None, str,
             continue
         if element.type == "Table" and _header_fits(element.text):
             if run:
-                yield (*key, "Text", run)
+                yield (*key, "Text", run, run_tokens)
                 run, run_tokens = [], 0
-            yield (element.section, element.page, "Table", [element.text])
+            yield (element.section, element.page, "Table", [element.text], None)
             continue
         for text in windows(element.text, WINDOW_CHARS):
             page_break = element.page != key[1]
             heading = element.section != key[0] and run_tokens >= MIN_RUN_TOKENS
             if run and (page_break or heading or run_tokens >= RUN_MAX_TOKENS):
-                yield (*key, "Text", run)
+                yield (*key, "Text", run, run_tokens)
                 run, run_tokens = [], 0
             if not run:
                 key = (element.section, element.page)
             run.append(text)
             run_tokens += embedder.count_tokens(text)
     if run:
-        yield (*key, "Text", run)
+        yield (*key, "Text", run, run_tokens)
 
 
 def _split_text(text: str, size: int) -> list[str]:
@@ -131,24 +135,38 @@ def _hard_split(text: str, size: int) -> list[str]:
     return pieces
 
 
+def _pieces(text: str, size: int, kind: str, counted: int | None) -> Iterator[tuple[str, int]]:
+    """(piece, its word pieces), each within `size`. A run of text whose parts' counts
+    (`counted`) say it may fit is counted whole, and most fit: no splitter for them."""
+    if counted is not None and counted <= size:
+        tokens = embedder.count_tokens(text)
+        if tokens <= size:
+            yield text, tokens
+            return
+    split = _split_table(text, size) if kind == "Table" else _split_text(text, size)
+    for piece in split:
+        tokens = embedder.count_tokens(piece)
+        if tokens <= size:
+            yield piece, tokens
+        else:
+            for part in _hard_split(piece, size):
+                yield part, embedder.count_tokens(part)
+
+
 def passages(elements: Iterable[Element], *, title: str) -> Iterator[Passage]:
     budget = _budget()
-    for section, page, kind, texts in _groups(elements):
-        context = _context(title, section)
-        size = budget - embedder.count_tokens(context) - 1  # the newline between them
+    for section, page, kind, texts, counted in _groups(elements):
+        context, context_tokens = _context(title, section)
+        size = budget - context_tokens - 1  # the newline between them
         text = _BLOB.sub(" ", "\n\n".join(texts)).strip()
         if not text:
             continue
-        pieces = _split_table(text, size) if kind == "Table" else _split_text(text, size)
-        for piece in pieces:
-            tokens = embedder.count_tokens(piece)
-            parts = [piece] if tokens <= size else _hard_split(piece, size)
-            for part in parts:
-                yield Passage(
-                    text=part,
-                    context=context,
-                    page=page,
-                    section=section,
-                    element_type=kind,
-                    token_count=embedder.count_tokens(part),
-                )
+        for part, tokens in _pieces(text, size, kind, counted):
+            yield Passage(
+                text=part,
+                context=context,
+                page=page,
+                section=section,
+                element_type=kind,
+                token_count=tokens,
+            )
