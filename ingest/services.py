@@ -127,10 +127,11 @@ def _record(
     if not items:
         return []
     with transaction.atomic():
+        known = _Known.read(collection, [(p, s) for p, s in items if not isinstance(s, str)])
         results = [
             _refuse(collection, actor, path, stored)
             if isinstance(stored, str)
-            else _record_one(collection, actor, path, stored)
+            else _record_one(collection, actor, path, stored, known)
             for path, stored in items
         ]
         _parse_after_commit(
@@ -158,17 +159,49 @@ def _refuse(
     return UploadResult(path=path, error=error)
 
 
+@dataclass
+class _Known:
+    """What the collection holds for the files of one batch, read in three queries
+    rather than three per file, and kept current as the batch adds to it."""
+
+    documents: dict[str, Document]  # by path, locked until the batch commits
+    by_content: dict[str, DocumentVersion]  # the newest version not failed, by sha256
+    last_numbers: dict[int, int]  # by document id
+
+    @classmethod
+    def read(cls, collection: Collection, items: list[tuple[str, storage.Stored]]) -> "_Known":
+        documents = {
+            document.path: document
+            for document in Document.objects.select_for_update().filter(
+                collection=collection, path__in=[path for path, _ in items]
+            )
+        }
+        by_content: dict[str, DocumentVersion] = {}
+        for version in (
+            DocumentVersion.objects.filter(
+                document__collection=collection, sha256__in={s.sha256 for _, s in items}
+            )
+            .exclude(stage=Stage.FAILED)
+            .select_related("document")
+            .order_by("-number")
+        ):
+            by_content.setdefault(version.sha256, version)
+        last_numbers = dict(
+            DocumentVersion.objects.filter(document__in=list(documents.values()))
+            .values_list("document_id")
+            .annotate(n=Max("number"))
+        )
+        return cls(documents, by_content, last_numbers)
+
+
 def _record_one(
-    collection: Collection, actor: Principal | Actor, path: str, stored: storage.Stored
+    collection: Collection,
+    actor: Principal | Actor,
+    path: str,
+    stored: storage.Stored,
+    known: _Known,
 ) -> UploadResult:
-    document = Document.objects.select_for_update().filter(collection=collection, path=path).first()
-    duplicate = (
-        DocumentVersion.objects.filter(document__collection=collection, sha256=stored.sha256)
-        .exclude(stage=Stage.FAILED)
-        .select_related("document")
-        .order_by("-number")
-        .first()
-    )
+    duplicate = known.by_content.get(stored.sha256)
     if duplicate is not None:
         # Same content already here (under this or another name): nothing to do.
         audit_record(
@@ -178,6 +211,7 @@ def _record_one(
             detail={"path": path, "document_id": duplicate.document_id, "duplicate": True},
         )
         return UploadResult(path, duplicate.document, duplicate, duplicate=True)
+    document = known.documents.get(path)
     if document is None:
         document = Document.objects.create(
             collection=collection,
@@ -185,7 +219,12 @@ def _record_one(
             title=_title(path),
             created_by=actor.user if isinstance(actor, Principal) else None,
         )
-    version = _new_version(document, stored, path)
+        known.documents[path] = document
+    version = _new_version(
+        document, stored, path, number=known.last_numbers.get(document.pk, 0) + 1
+    )
+    known.last_numbers[document.pk] = version.number
+    known.by_content[stored.sha256] = version
     audit_record(
         action="document.upload",
         actor=actor,
@@ -195,11 +234,12 @@ def _record_one(
     return UploadResult(path, document, version)
 
 
-def _new_version(document: Document, stored: storage.Stored, path: str) -> DocumentVersion:
-    last = document.versions.aggregate(n=Max("number"))["n"] or 0
+def _new_version(
+    document: Document, stored: storage.Stored, path: str, *, number: int
+) -> DocumentVersion:
     return DocumentVersion.objects.create(
         document=document,
-        number=last + 1,
+        number=number,
         sha256=stored.sha256,
         size=stored.size,
         filename=PurePosixPath(path).name[:255],
@@ -244,7 +284,8 @@ def _reingest(
     document: Document, source: DocumentVersion, actor: Principal | Actor
 ) -> DocumentVersion:
     stored = storage.Stored(source.sha256, source.size, storage.path_for(source.sha256))
-    version = _new_version(document, stored, document.path)
+    last = document.versions.aggregate(n=Max("number"))["n"] or 0
+    version = _new_version(document, stored, document.path, number=last + 1)
     audit_record(
         action="document.reingest",
         actor=actor,

@@ -10,7 +10,7 @@ import pytest
 
 from ingest import storage
 from ingest.models import Chunk, Document, DocumentVersion, Stage
-from ingest.services import document_delete, document_upload
+from ingest.services import document_delete, document_upload, documents_store
 from ingest.sparse import encode_query
 from ingest.vectors import vector_store
 from ingest.vectors.base import Scope
@@ -663,6 +663,24 @@ def test_an_archive_of_many_small_files_is_stored_in_batches_each_file_audited(
     # A batch message delivered again finds its versions done and parses nothing.
     pipeline.versions_parse(version_ids=messages[0])
     assert sum(parses) == 70 and Chunk.objects.count() == 70
+
+
+def test_one_batch_sees_its_own_files_a_copy_and_a_new_version_of_a_path(pipeline, hr):
+    # A batch reads what the collection holds once, then keeps it current itself.
+    first, second = b"# Plan\n\nThe dock opens at six.\n", b"# Plan\n\nThe dock opens at nine.\n"
+    stored = [("plan.md", first), ("copy.md", first), ("plan.md", second), ("again.md", first)]
+    results = list(
+        documents_store(collection=hr, actor=SYSTEM, files=[(p, io.BytesIO(d)) for p, d in stored])
+    )
+
+    plan, copy, plan_again, again = results
+    assert copy.duplicate and again.duplicate and not plan_again.duplicate
+    first_version, second_version = version_of(plan), version_of(plan_again)
+    assert version_of(copy) == version_of(again) == first_version
+    assert first_version.document_id == second_version.document_id
+    assert [first_version.number, second_version.number] == [1, 2]
+    assert Document.objects.filter(collection=hr).count() == 1
+    assert {version_of(r).stage for r in (plan, plan_again)} == {Stage.READY}
 
 
 def test_collection_reingest_processes_every_document_again(pipeline, hr, monkeypatch):
