@@ -24,9 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "eval" / "corpus"
@@ -80,6 +79,7 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
     from ingest.vectors.edge import EdgeStore
     from kb.audit import SYSTEM
     from kb.services import collection_create
+    from server.management.commands.ingest_folder import files_opened
     from server.runtime import background_work
 
     call_command("migrate", verbosity=0)
@@ -105,14 +105,10 @@ def run_kb(corpus: Path, passages_file: Path, *, staged: bool) -> dict[str, Any]
     embedder.model()
     clock["load"] = time.perf_counter() - started
 
-    def opened() -> Iterator[tuple[str, IO[bytes]]]:
-        for path in files:
-            with path.open("rb") as stream:
-                yield path.relative_to(corpus).as_posix(), stream
-
     def upload_all() -> None:
         # As ingest_folder stores a folder: UPLOAD_BATCH files to a transaction.
-        for _ in services.documents_store(collection=collection, actor=SYSTEM, files=opened()):
+        opened = files_opened(corpus, files)
+        for _ in services.documents_store(collection=collection, actor=SYSTEM, files=opened):
             pass
 
     if staged:

@@ -186,12 +186,16 @@ class _Known:
             .order_by("-number")
         ):
             by_content.setdefault(version.sha256, version)
-        last_numbers = dict(
-            DocumentVersion.objects.filter(document__in=list(documents.values()))
-            .values_list("document_id")
-            .annotate(n=Max("number"))
-        )
-        return cls(documents, by_content, last_numbers)
+        return cls(documents, by_content, _last_numbers(documents.values()))
+
+
+def _last_numbers(documents: Iterable[Document]) -> dict[int, int]:
+    """Document id -> its last version number, for documents that have versions."""
+    return dict(
+        DocumentVersion.objects.filter(document__in=list(documents))
+        .values_list("document_id")
+        .annotate(n=Max("number"))
+    )
 
 
 def _record_one(
@@ -253,7 +257,8 @@ def document_reingest(*, document: Document, actor: Principal | Actor) -> Docume
     if source is None:
         raise ValueError("the document has no file to re-ingest")
     with transaction.atomic():
-        version = _reingest(document, source, actor)
+        number = _last_numbers([document])[document.pk] + 1
+        version = _reingest(document, source, actor, number=number)
         _parse_after_commit([version.pk])
     return version
 
@@ -269,10 +274,12 @@ def documents_reingest(*, collection: Collection, actor: Principal | Actor) -> l
     )
     new: list[int] = []
     for start in range(0, len(documents), UPLOAD_BATCH):
+        part = documents[start : start + UPLOAD_BATCH]
         with transaction.atomic():
+            numbers = _last_numbers(part)
             batch = [
-                _reingest(document, source, actor).pk
-                for document in documents[start : start + UPLOAD_BATCH]
+                _reingest(document, source, actor, number=numbers[document.pk] + 1).pk
+                for document in part
                 if (source := version_current(document)) is not None
             ]
             _parse_after_commit(batch)
@@ -281,11 +288,10 @@ def documents_reingest(*, collection: Collection, actor: Principal | Actor) -> l
 
 
 def _reingest(
-    document: Document, source: DocumentVersion, actor: Principal | Actor
+    document: Document, source: DocumentVersion, actor: Principal | Actor, *, number: int
 ) -> DocumentVersion:
     stored = storage.Stored(source.sha256, source.size, storage.path_for(source.sha256))
-    last = document.versions.aggregate(n=Max("number"))["n"] or 0
-    version = _new_version(document, stored, document.path, number=last + 1)
+    version = _new_version(document, stored, document.path, number=number)
     audit_record(
         action="document.reingest",
         actor=actor,

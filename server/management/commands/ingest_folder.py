@@ -24,7 +24,7 @@ def _files(root: Path) -> tuple[list[Path], list[Path]]:
     return inside, outside
 
 
-def _opened(root: Path, files: list[Path]) -> Iterator[tuple[str, IO[bytes]]]:
+def files_opened(root: Path, files: list[Path]) -> Iterator[tuple[str, IO[bytes]]]:
     """Each file open while it is read: (its path under root, its stream)."""
     for path in files:
         with path.open("rb") as stream:
@@ -54,7 +54,7 @@ class Command(KbCommand):
         skipped, refused = 0, len(outside)
         with background_work() as work:
             stored = documents_store(
-                collection=collection, actor=self.actor, files=_opened(root, files)
+                collection=collection, actor=self.actor, files=files_opened(root, files)
             )
             for n, result in enumerate(stored, 1):
                 if result.error:
