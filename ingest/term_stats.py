@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from django.db import connection, transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, QuerySet
 
 from ingest import sparse
 from ingest.models import Chunk, TermCount, embedding_text
@@ -100,15 +100,21 @@ def live_counts(collection_id: int, chunk_model: type[Chunk] = Chunk) -> Counter
 
 def query_weights(query: sparse.SparseVector, collection_ids: Sequence[int]) -> sparse.SparseVector:
     """Each query term weighed by its BM25 IDF over the live passages of these
-    collections, by the formula of Qdrant's IDF modifier; terms none holds are left out."""
-    found = dict(
-        TermCount.objects.filter(
-            collection_id__in=collection_ids, term__in=[*query.indices, PASSAGES]
-        )
-        .values("term")
-        .annotate(n=Sum("passages"))
-        .values_list("term", "n")
+    collections, by the formula of Qdrant's IDF modifier; terms none holds are left out.
+
+    In SQL of its own, as counts_add: this runs before every search, and the ORM's
+    building of the statement took 0.4 ms of CPU where this takes 0.05 (SciFact's queries).
+    """
+    terms = [*query.indices, PASSAGES]
+    table = connection.ops.quote_name(TermCount._meta.db_table)
+    select = (
+        f"SELECT term, SUM(passages) FROM {table}"  # noqa: S608  # the model's own table
+        f" WHERE collection_id IN ({', '.join(['%s'] * len(collection_ids))})"
+        f" AND term IN ({', '.join(['%s'] * len(terms))}) GROUP BY term"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(select, [*collection_ids, *terms])
+        found: dict[int, int] = dict(cursor.fetchall())
     total = found.pop(PASSAGES, 0)
     kept = [
         (t, w, found[t])
