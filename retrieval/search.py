@@ -138,9 +138,9 @@ def passages_search(
     if with_similarity:
         nearest = store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
         best = nearest[0].score if nearest else 0.0
-    passages = _hydrate(kept)
-    if settings.KB_RERANKER_PATH:
-        head = settings.KB_RERANK_CANDIDATES
+    head = settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0
+    passages = _hydrate(kept, wanted=max(top_k, head))
+    if head:
         passages = rerank(query, passages[:head]) + passages[head:]
     return SearchResult(passages[:top_k], best)
 
@@ -169,10 +169,23 @@ def _candidates(
     return fused[:limit]
 
 
-def _hydrate(hits: list[Hit]) -> list[Passage]:
-    """Text from the database, only for passages of each document's live version.
+def _hydrate(hits: list[Hit], *, wanted: int) -> list[Passage]:
+    """The best `wanted` of the hits (best first) that are passages of a document's live
+    version, with their text from the database. Read `wanted` at a time, not all the
+    candidates: a search keeps ten of thirty, and reading ten took 0.5 ms of CPU where
+    thirty took 0.8 (SciFact's queries). A hit of a version being replaced is made up
+    by the next read."""
+    passages: list[Passage] = []
+    start = 0
+    while len(passages) < wanted and start < len(hits):
+        more = hits[start : start + wanted - len(passages)]
+        start += len(more)
+        passages += _live_passages(more)
+    return sorted(passages, key=lambda p: -p.score)
 
-    Plain values, not model instances: this runs on every search, and building 30 rows
+
+def _live_passages(hits: list[Hit]) -> list[Passage]:
+    """Plain values, not model instances: this runs on every search, and building 30 rows
     of three models each cost more than the query itself (measured)."""
     score = {h.id: h.score for h in hits}
     rows = (
@@ -193,7 +206,7 @@ def _hydrate(hits: list[Hit]) -> list[Passage]:
             named=True,
         )
     )
-    passages = [
+    return [
         Passage(
             chunk_id=row.pk,
             document_id=row.document_id,
@@ -209,7 +222,6 @@ def _hydrate(hits: list[Hit]) -> list[Passage]:
         # A version being replaced, for the instant both are in the store, is skipped.
         if row.version_id == row.document__live_version_id
     ]
-    return sorted(passages, key=lambda p: -p.score)
 
 
 def _cap_per_document(hits: list[Hit]) -> list[Hit]:

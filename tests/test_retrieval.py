@@ -73,6 +73,23 @@ def test_one_document_cannot_crowd_out_the_rest(pipeline, hr, settings):
     assert small.pk in {p.document_id for p in result.passages}
 
 
+def test_a_version_not_yet_live_gives_way_to_the_next_passage(pipeline, hr):
+    # For the instant a new version is live in the store and not yet in the database, its
+    # passages are found, then skipped: the search still gives as many as asked for.
+    from ingest.models import Document
+
+    parking = add(hr, "parking.txt", PARKING)
+    add(hr, "holiday.txt", "Holiday policy: twenty-eight days of paid leave a year.")
+    add(hr, "canteen.txt", "Canteen: lunch is served from noon to two.")
+    query = "where is the staff car park"
+    assert passages_search(query=query, collections=[hr], top_k=2).passages[0].document_id == (
+        parking.pk
+    )
+    Document.objects.filter(pk=parking.pk).update(live_version=None)
+    found = passages_search(query=query, collections=[hr], top_k=2).passages
+    assert len(found) == 2 and parking.pk not in {p.document_id for p in found}
+
+
 def test_reranker_code_path_reorders_by_cross_encoder_scores(docs, hr, settings):
     from ingest import embedder
     from retrieval import search
