@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from django.conf import settings
+from django.db import connection
 from django.urls import reverse
 
 from ingest import embedder, sparse, term_stats
@@ -185,42 +186,40 @@ def _hydrate(hits: list[Hit], *, wanted: int) -> list[Passage]:
 
 
 def _live_passages(hits: list[Hit]) -> list[Passage]:
-    """Plain values, not model instances: this runs on every search, and building 30 rows
-    of three models each cost more than the query itself (measured)."""
-    score = {h.id: h.score for h in hits}
-    rows = (
-        Chunk.objects.filter(point_id__in=list(score))
-        .order_by()
-        .values_list(
-            "pk",
-            "point_id",
-            "version_id",
-            "text",
-            "page",
-            "section",
-            "document_id",
-            "document__live_version_id",
-            "document__title",
-            "document__collection_id",
-            "document__collection__slug",
-            named=True,
-        )
+    """In SQL of its own: this runs on every search, and the ORM's building of the
+    statement and its rows took 0.5 ms of CPU where this takes 0.1 (SciFact's queries).
+    The live version is a condition of the join: a version being replaced, for the
+    instant both are in the store, is skipped."""
+    point_id = Chunk._meta.get_field("point_id")
+    # As the database stores and returns the id: text on SQLite, a UUID on PostgreSQL.
+    score = {point_id.get_db_prep_value(h.id, connection): h.score for h in hits}
+    chunk, document, collection = (
+        connection.ops.quote_name(model._meta.db_table) for model in (Chunk, Document, Collection)
     )
+    # The models' own tables; every value is a parameter.
+    select = (
+        "SELECT c.id, c.point_id, c.text, c.page, c.section, d.id, d.title, k.id, k.slug"  # noqa: S608
+        f" FROM {chunk} c JOIN {document} d ON d.id = c.document_id"
+        " AND d.live_version_id = c.version_id"
+        f" JOIN {collection} k ON k.id = d.collection_id"
+        f" WHERE c.point_id IN ({', '.join(['%s'] * len(score))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(select, list(score))
+        rows = cursor.fetchall()
     return [
         Passage(
-            chunk_id=row.pk,
-            document_id=row.document_id,
-            document_title=row.document__title,
-            collection=row.document__collection__slug,
-            collection_id=row.document__collection_id,
-            text=row.text,
-            score=score[str(row.point_id)],
-            page=row.page,
-            section=row.section,
+            chunk_id=chunk_id,
+            document_id=document_id,
+            document_title=title,
+            collection=slug,
+            collection_id=collection_id,
+            text=text,
+            score=score[point],
+            page=page,
+            section=section,
         )
-        for row in rows
-        # A version being replaced, for the instant both are in the store, is skipped.
-        if row.version_id == row.document__live_version_id
+        for chunk_id, point, text, page, section, document_id, title, collection_id, slug in rows
     ]
 
 
