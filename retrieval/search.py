@@ -173,9 +173,9 @@ def _candidates(
 def _hydrate(hits: list[Hit], *, wanted: int) -> list[Passage]:
     """The best `wanted` of the hits (best first) that are passages of a document's live
     version, with their text from the database. Read `wanted` at a time, not all the
-    candidates: a search keeps ten of thirty, and reading ten took 0.5 ms of CPU where
-    thirty took 0.8 (SciFact's queries). A hit of a version being replaced is made up
-    by the next read."""
+    candidates: a search keeps ten of thirty, and reading thirty took twice the CPU of
+    reading ten (SciFact's queries). A hit of a version being replaced is made up by the
+    next read."""
     passages: list[Passage] = []
     start = 0
     while len(passages) < wanted and start < len(hits):
