@@ -37,7 +37,10 @@ def test_readable_collections_follow_membership(
 
 def test_superuser_reads_everything(hr: Collection, eng: Collection):
     root = user_create(username="root", superuser=True, actor=SYSTEM)[0]
-    assert readable_collection_ids(principal(root)) == {hr.pk, eng.pk}
+    assert readable_collections(principal(root)) == [(hr, Role.OWNER), (eng, Role.OWNER)]
+    # Through a token, only its collections, at its scope's role.
+    token = token_create(user=root, collections=[eng], scope=TokenScope.READ, actor=SYSTEM)[0]
+    assert readable_collections(Principal(user=root, token=token)) == [(eng, Role.READER)]
 
 
 def test_inactive_user_reads_nothing(hr: Collection, bob: User):
