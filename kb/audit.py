@@ -190,6 +190,32 @@ def _storable(value: Any) -> Any:
     return value
 
 
+# The chain's head row, in SQL of its own: it is read and moved for every row, and the
+# ORM's building of the two statements took a third of a row's CPU.
+def _head_take() -> tuple[int, str]:
+    """The head's seq and hash, locked until the transaction ends."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT seq, hash FROM {_head_table()} WHERE id = 1{lock}")  # noqa: S608
+        row = cursor.fetchone()
+    if row is None:  # no row can be chained, so the action must not happen
+        raise AuditChainHead.DoesNotExist("The audit trail's head row is missing.")
+    seq, hash = row
+    return seq, hash
+
+
+def _head_move(seq: int, hash: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_head_table()} SET seq = %s, hash = %s WHERE id = 1",  # noqa: S608
+            [seq, hash],
+        )
+
+
+def _head_table() -> str:
+    return connection.ops.quote_name(AuditChainHead._meta.db_table)
+
+
 def audit_record(
     *,
     action: str,
@@ -212,10 +238,9 @@ def audit_record(
     with one_writer(), transaction.atomic():
         # Taking the head row's lock first serialises writers: FOR UPDATE on PostgreSQL;
         # SQLite's transactions begin IMMEDIATE (settings), with its one writer's lock.
-        head = AuditChainHead.objects.select_for_update().get(pk=1)
-        head.seq += 1
+        seq, prev_hash = _head_take()
         event = AuditEvent(
-            seq=head.seq,
+            seq=seq + 1,
             # Microseconds survive every database; the hash depends on them.
             created_at=timezone.now(),
             action=action,
@@ -235,7 +260,7 @@ def audit_record(
             model=model,
             answer=_storable(answer),
             detail=_storable(detail or {}),
-            prev_hash=head.hash,
+            prev_hash=prev_hash,
             rewritten_query=_storable(rewritten_query),
         )
         key = audit_key()
@@ -243,8 +268,7 @@ def audit_record(
             event.texts_hash = texts_digest(event, key)
         event.hash = row_hash(event, key)
         event.save(force_insert=True)
-        head.hash = event.hash
-        head.save(update_fields=["seq", "hash"])
+        _head_move(event.seq, event.hash)
         # After the commit: a row that is rolled back never reaches the head outside.
         transaction.on_commit(lambda: _anchor(seq=event.seq, hash=event.hash))
     return event
