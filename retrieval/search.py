@@ -110,7 +110,8 @@ def passages_search(
     with_similarity: bool = False,
 ) -> SearchResult:
     """Passages for `query` from the given collections only (the caller checked access).
-    `with_similarity` adds one dense query for the nearest passage's cosine (refusals)."""
+    `with_similarity` gives the nearest passage's cosine (refusals): the dense list's best
+    when the search made one, else one dense query more."""
     collection_ids = [c.pk for c in collections]
     if updated_after is not None:
         recent = Document.objects.filter(
@@ -129,7 +130,9 @@ def passages_search(
         terms = term_stats.query_weights(terms, collection_ids)
     limit = min(first, MAX_CANDIDATES)
     while True:
-        hits = _candidates(store, dense=dense, terms=terms, scope=scope, limit=limit, mode=mode)
+        hits, nearest = _candidates(
+            store, dense=dense, terms=terms, scope=scope, limit=limit, mode=mode
+        )
         kept = _cap_per_document(hits)
         if len(kept) >= top_k or len(hits) < limit or limit >= MAX_CANDIDATES:
             break
@@ -137,8 +140,11 @@ def passages_search(
         limit = min(limit * 4, MAX_CANDIDATES)
     best = 0.0
     if with_similarity:
-        nearest = store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
-        best = nearest[0].score if nearest else 0.0
+        if nearest is None:
+            nearest = _best(
+                store.search(dense=dense, sparse=None, scope=scope, limit=1, mode="dense")
+            )
+        best = nearest
     head = settings.KB_RERANK_CANDIDATES if settings.KB_RERANKER_PATH else 0
     passages = _hydrate(kept, wanted=max(top_k, head))
     if head:
@@ -154,11 +160,13 @@ def _candidates(
     scope: Scope,
     limit: int,
     mode: SearchMode,
-) -> list[Hit]:
-    """The store's best `limit`; a hybrid search asks for each list and fuses them here
+) -> tuple[list[Hit], float | None]:
+    """The store's best `limit`, and the nearest passage's cosine when a dense list was
+    asked for (None otherwise). A hybrid search asks for each list and fuses them here
     (retrieval.fusion), from at least HYBRID_CANDIDATES of each."""
     if mode != "hybrid":
-        return store.search(dense=dense, sparse=terms, scope=scope, limit=limit, mode=mode)
+        hits = store.search(dense=dense, sparse=terms, scope=scope, limit=limit, mode=mode)
+        return hits, _best(hits) if mode == "dense" else None
     each = max(limit, HYBRID_CANDIDATES)
     found = {
         m: store.search(dense=dense, sparse=terms, scope=scope, limit=each, mode=m)
@@ -167,7 +175,11 @@ def _candidates(
     fused = fusion.fuse(
         found["dense"], found["sparse"], dense_weight=settings.KB_HYBRID_DENSE_WEIGHT
     )
-    return fused[:limit]
+    return fused[:limit], _best(found["dense"])
+
+
+def _best(hits: list[Hit]) -> float:
+    return hits[0].score if hits else 0.0
 
 
 def _hydrate(hits: list[Hit], *, wanted: int) -> list[Passage]:

@@ -40,6 +40,14 @@ def test_each_mode_ranks_the_right_document_first(docs, hr, mode):
     assert result.passages[0].document_id == docs["parking"].pk
 
 
+def test_every_mode_gives_refusals_the_nearest_passages_cosine(docs, hr):
+    query = "where is the staff car park"
+    nearest = passages_search(query=query, collections=[hr], mode="dense").passages[0].score
+    for mode in ("hybrid", "dense", "sparse"):
+        found = passages_search(query=query, collections=[hr], mode=mode, with_similarity=True)
+        assert found.best_similarity == pytest.approx(nearest) and 0 < nearest < 1
+
+
 def test_filters_narrow_the_search(docs, hr, alice):
     client = logged_in(alice)
     only = post(
